@@ -1,0 +1,32 @@
+# MedGround entry points. Every target sets itself up: `make build` and `make test` work on a fresh clone.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+CONFIG ?= configs/demo.toml
+OUT    ?= out/demo
+
+.PHONY: setup build candidates test bench clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.lock requirements-test.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.lock -r requirements-test.lock
+	touch $(STAMP)
+
+build: $(STAMP)
+	$(PY) -m builder build --config $(CONFIG) --out $(OUT)
+
+candidates: $(STAMP)
+	$(PY) -m builder candidates --config $(CONFIG) --out $(OUT)/candidates
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) bench/run.py
+
+clean:
+	rm -rf out .pytest_cache

@@ -1,0 +1,3 @@
+"""MedGround's offline builder: sources → candidates → queries → verification → dataset → Hub."""
+
+__version__ = "0.1.0"

@@ -94,11 +94,12 @@ class Slice:
     label_map: np.ndarray  # (H, W) integer
     # Patient direction that increasing column / row index points to, e.g. ("left", "posterior")
     # for an axial radiological view; None when the orientation is unknown or image-only.
-    directions: tuple[str, str] | None
+    directions: tuple[str | None, str | None] | None
     pixel_spacing: tuple[float, float] | None = None  # mm per (row, col) after resampling
-    # Patient left/right midline as a column position, and how it was found.
-    midline_col: float | None = None
-    midline_source: str | None = None
+    raw: np.ndarray | None = None  # intensities before display scaling (HU for CT), same grid as image
+    pixel_to_world: np.ndarray | None = None  # 4×3: (col, row, 1) pixel centre -> RAS world mm (volumes)
+    midline_x: float | None = None  # world x (mm) of the patient's left/right midline
+    midline_source: str | None = None  # how the midline was found
     labels: tuple[int, ...] = ()  # the labels this slice was selected for
 
     @property

@@ -30,10 +30,10 @@ from tqdm import tqdm
 from builder.config import BuildConfig, load_config
 from builder.cues import CueSettings, compute_cues, cues_to_dict
 from builder.io import atomic_write_bytes, atomic_write_json, png_bytes, read_jsonl, to_json, write_jsonl
-from builder.records import Candidate, CaseError, CaseRef, ErrorRecord, Slice, Target
+from builder.records import Candidate, CaseError, CaseRef, ErrorRecord, Slice, Target, safe_name
 from builder.slicing import SliceSettings, slices_of
 from builder.sources import adapter_for
-from builder.targets import TargetSettings, safe_name, slice_targets
+from builder.targets import TargetSettings, slice_targets
 
 log = logging.getLogger(__name__)
 RESULT_VERSION = 1  # bump when the per-case result format or the extraction changes meaning
@@ -84,7 +84,7 @@ def slice_candidates(slice_: Slice, settings: CandidateSettings, result: CaseRes
     groups = slice_targets(slice_, settings.targets, skipped)
     if not groups:
         return
-    image_path = f"images/{safe_name(slice_.slice_id)}.png"
+    image_path = f"images/{slice_.slice_id}.png"
     result.images[image_path] = png_bytes(slice_.image)
     present = [slice_.case.label_names[int(v)] for v in np.unique(slice_.label_map)
                if v != 0 and int(v) in slice_.case.label_names]

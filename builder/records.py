@@ -12,6 +12,7 @@ Conventions (DESIGN.md), stated once here:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,11 @@ BBox = tuple[float, float, float, float]
 # (a modality without patient sides: endoscopy, dermoscopy, microscopy; image-relative words only).
 ORIENTATIONS = ("unknown", "radiological", "image")
 PLANES = ("axial", "coronal", "sagittal", "2d")
+
+
+def safe_name(text: str) -> str:
+    """An id component safe in file names and URLs; '__' separates components of composite ids."""
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-")
 
 
 @dataclass(frozen=True)
@@ -104,7 +110,7 @@ class Slice:
 
     @property
     def slice_id(self) -> str:
-        return f"{self.case.source}__{self.case.case_id}__{self.plane}{self.index:04d}"
+        return f"{safe_name(self.case.source)}__{safe_name(self.case.case_id)}__{self.plane}{self.index:04d}"
 
     @property
     def height(self) -> int:

@@ -7,14 +7,13 @@ the largest.
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
 
-from builder.records import BBox, Slice, Target
+from builder.records import BBox, Slice, Target, safe_name
 
 EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
@@ -39,13 +38,8 @@ def mask_bbox(mask: np.ndarray) -> BBox:
     return (float(cols[0]), float(rows[0]), float(cols[-1] + 1), float(rows[-1] + 1))
 
 
-def safe_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-")
-
-
 def target_id(slice_: Slice, label: str, instance: int) -> str:
-    return f"{safe_name(slice_.case.source)}__{safe_name(slice_.case.case_id)}__{slice_.plane}{slice_.index:04d}" \
-           f"__{safe_name(label)}__{instance:02d}"
+    return f"{slice_.slice_id}__{safe_name(label)}__{instance:02d}"
 
 
 def label_targets(slice_: Slice, label_id: int, settings: TargetSettings, skipped: Counter) -> list[Target]:

@@ -10,6 +10,8 @@ import sys
 # Modules exposing ``register(subparsers)``, which adds a subcommand whose ``func(args) -> int`` runs it.
 COMMAND_MODULES = [
     "builder.candidates",
+    "builder.push",
+    "builder.queries",
 ]
 
 

@@ -272,6 +272,22 @@ def _retry_after(exc: openai.APIStatusError) -> float | None:
         return None if parsed is None else max(0.0, parsed.timestamp() - time.time())
 
 
+def request_params(settings: VLMSettings, *, response_schema: dict[str, Any] | None, schema_name: str = "response",
+                   temperature: float | None = None, max_tokens: int | None = None) -> dict[str, Any]:
+    """A request's parameters besides model and messages (part of the cache key, so one builder for all)."""
+    params: dict[str, Any] = {"temperature": settings.temperature if temperature is None else temperature}
+    max_tokens = max_tokens if max_tokens is not None else settings.max_tokens
+    if max_tokens is not None:
+        params["max_tokens"] = max_tokens
+    if response_schema is not None:
+        if settings.response_format == "json_schema":
+            params["response_format"] = {"type": "json_schema", "json_schema": {
+                "name": schema_name, "schema": response_schema, "strict": True}}
+        else:
+            params["response_format"] = {"type": "json_object"}
+    return params
+
+
 _FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.S)
 _REFUSAL = re.compile(r"^\s*(i'?m sorry|i am sorry|sorry,|i can(?:no|')t|i am unable|i'm unable)", re.I)
 
@@ -323,20 +339,8 @@ class VLMClient:
             total.failures.update(s.failures)
         return total
 
-    def request_params(self, *, response_schema: dict[str, Any] | None, schema_name: str = "response",
-                       temperature: float | None = None, max_tokens: int | None = None) -> dict[str, Any]:
-        """The request's parameters besides model and messages; part of the cache key."""
-        params: dict[str, Any] = {"temperature": self.settings.temperature if temperature is None else temperature}
-        max_tokens = max_tokens if max_tokens is not None else self.settings.max_tokens
-        if max_tokens is not None:
-            params["max_tokens"] = max_tokens
-        if response_schema is not None:
-            if self.settings.response_format == "json_schema":
-                params["response_format"] = {"type": "json_schema", "json_schema": {
-                    "name": schema_name, "schema": response_schema, "strict": True}}
-            else:
-                params["response_format"] = {"type": "json_object"}
-        return params
+    def request_params(self, **kwargs: Any) -> dict[str, Any]:
+        return request_params(self.settings, **kwargs)
 
     def key_for(self, messages: list[dict[str, Any]], params: dict[str, Any], prompt_version: str) -> str:
         return cache_key(self.model, messages, params, prompt_version)

@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 CONFIG ?= configs/demo.toml
 OUT    ?= out/demo
 
-.PHONY: setup build candidates test bench clean
+.PHONY: setup build candidates test bench clean push
 
 setup: $(STAMP)
 
@@ -21,6 +21,12 @@ build: $(STAMP)
 
 candidates: $(STAMP)
 	$(PY) -m builder candidates --config $(CONFIG) --out $(OUT)/candidates
+
+REPO ?= medground/medground-35k
+DATA ?= out/demo
+
+push: $(STAMP)
+	$(PY) -m builder push --data $(DATA) --repo $(REPO)
 
 test: $(STAMP)
 	$(PY) -m pytest -q

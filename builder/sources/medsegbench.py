@@ -7,6 +7,7 @@ The official train/val/test splits are kept. Label names, modality, body region 
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterator
 from functools import lru_cache
@@ -27,9 +28,17 @@ def medsegbench_facts() -> dict[str, dict]:
     return json.loads(FACTS_PATH.read_text(encoding="utf-8"))["datasets"]
 
 
-@lru_cache(maxsize=16)
 def _reader(path: str, key: str) -> NpyMemberReader:
-    """One reader per worker process and array, so consecutive items stream forward."""
+    """One reader per worker process and array, so consecutive items stream forward.
+
+    Keyed by process id: a reader holds an open file whose offset a forked worker would share with its
+    parent and siblings, so concurrent reads through an inherited reader corrupt each other.
+    """
+    return _process_reader(path, key, os.getpid())
+
+
+@lru_cache(maxsize=16)
+def _process_reader(path: str, key: str, pid: int) -> NpyMemberReader:
     return NpyMemberReader(Path(path), key)
 
 
@@ -64,9 +73,11 @@ class MedsegbenchAdapter(Adapter):
                 if f"{split}_label" not in keys:
                     yield self.error(path, "missing_array", f"'{split}_images' has no matching '{split}_label'")
                     continue
-                try:
-                    images = _reader(str(path), f"{split}_images")
-                    labels = _reader(str(path), f"{split}_label")
+                try:  # headers only, closed at once: workers open their own readers
+                    images = NpyMemberReader(path, f"{split}_images")
+                    labels = NpyMemberReader(path, f"{split}_label")
+                    images.close()
+                    labels.close()
                 except Exception as exc:
                     yield self.error(path, "unreadable_file", f"cannot read '{split}' arrays: {exc}")
                     continue

@@ -12,6 +12,7 @@ COMMAND_MODULES = [
     "builder.candidates",
     "builder.push",
     "builder.queries",
+    "verification.cli",
 ]
 
 

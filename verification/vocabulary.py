@@ -149,12 +149,6 @@ STRUCTURES: tuple[Structure, ...] = (
 
 BY_NAME: dict[str, Structure] = {s.name: s for s in STRUCTURES}
 
-# Words that refer to "some region" without naming a structure: never a mention.
-GENERIC_NOUNS = frozenset("""structure region area organ object part portion piece component fragment segment
-segmentation target image slice scan view frame body abdomen pelvis chest thorax lobe pole side tissue bone
-muscle vessel one""".split())
-
-
 def modality_group(modality: str) -> str | None:
     low = modality.lower()
     for keys, group in MODALITY_GROUPS:

@@ -1,0 +1,60 @@
+"""Ambiguity stage: when the slice holds other regions the query could name (other instances of the
+label, or other labels the named structure covers), its words must fit the target and no other one.
+
+Each rival is tested with the same word checks as the target (geometry claims, sides, relations), from
+the rival's own cues: a query is ambiguous when some rival passes every one of them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from builder.anatomy import side_in_name
+from builder.records import Candidate
+from verification.context import CandidateIndex
+from verification.geometry import claim_failure
+from verification.priors import label_matches, names_target, relation_failure
+from verification.settings import VerificationSettings
+from verification.text import Mention, ParsedQuery
+from verification.verdict import Sample, Verdict, outcome
+
+STAGE = "ambiguity"
+
+
+def fits(parsed: ParsedQuery, rival: Candidate, index: CandidateIndex, settings: VerificationSettings) -> bool:
+    """Would every word of the query be true of this rival?"""
+    related = parsed.related
+    for m in parsed.mentions:
+        if m.side and m.start not in related:
+            side = side_in_name(rival.label) or rival.cue_word("patient_side")
+            if side is not None and side != m.side:
+                return False
+    peers = index.peers(rival)
+    if any(claim_failure(c, rival, peers) for c in parsed.claims):
+        return False
+    return not any(relation_failure(r, rival, index, settings) for r in parsed.relations)
+
+
+class AmbiguityStage:
+    name = STAGE
+
+    def __init__(self, settings: VerificationSettings, index: CandidateIndex):
+        self.settings = settings
+        self.index = index
+
+    def __call__(self, sample: Sample) -> Verdict:
+        cand, parsed = sample.candidate, sample.parsed
+        named = [m for m in parsed.mentions if names_target(m, cand, parsed.related)]
+        peers = self.index.peers(cand)
+        rivals = [p for p in peers if all(label_matches(p.label, Mention(m.structure, 0, 0)) for m in named)]
+        discriminators = len(parsed.claims) + len(parsed.relations) + sum(1 for m in named if m.side)
+        failures: list[tuple[str, dict[str, Any]]] = []
+        if cand.group_size > 1 and discriminators == 0:
+            failures.append(("no_discriminator", {"group_size": cand.group_size}))
+        for rival in rivals:
+            if fits(parsed, rival, self.index, self.settings):
+                code = "ambiguous_instance" if rival.label == cand.label else "ambiguous_target"
+                failures.append((code, {"also_fits": rival.target_id, "label": rival.label,
+                                        "instance": rival.instance}))
+        seen = sum(1 for p in peers if p.label == cand.label) + 1
+        return outcome(STAGE, failures, rivals=len(rivals), instances_seen=seen, group_size=cand.group_size)

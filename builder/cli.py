@@ -10,6 +10,7 @@ import sys
 # Modules exposing ``register(subparsers)``, which adds a subcommand whose ``func(args) -> int`` runs it.
 COMMAND_MODULES = [
     "builder.candidates",
+    "builder.phantom",
     "builder.push",
     "builder.queries",
     "verification.cli",

@@ -48,6 +48,20 @@ def _image_position_ok(word: str, axis: int, cand: Candidate) -> bool:
     return centre < 0.5 if index == 0 else centre > 0.5
 
 
+def order_words(cand: Candidate) -> list[str]:
+    """The candidate's ordinal cue words in the query parser's form: 'the more anterior' -> 'most anterior',
+    'the one on the patient's left' -> 'leftmost', 'the upper' -> 'uppermost'."""
+    out = []
+    for cue in cand.cues.get("order") or []:
+        w = str(cue.get("word", "")).lower().replace("the more ", "the most ")
+        for side in ("left", "right"):
+            if w.startswith("the one on") and side in w:
+                w = f"{side}most"
+        w = {"the upper": "uppermost", "the lower": "lowermost"}.get(w, w)
+        out.append(w)
+    return out
+
+
 def _rank_ok(word: str, cand: Candidate, peers: list[Candidate]) -> bool:
     rank = cand.cue_word("size_rank")
     orders = {o.get("word") for o in cand.cues.get("order") or []}
@@ -95,6 +109,9 @@ def claim_failure(claim: Claim, cand: Candidate, peers: list[Candidate]) -> tupl
         if word == "lateral" and central == "peripheral" and side != "midline":
             return None
         return "wrong_position", {**detail, "patient_side": side, "centrality": central}
+    if claim.axis == "order":
+        words = order_words(cand)
+        return None if any(word in w for w in words) else ("wrong_order", {**detail, "order": words})
     if claim.axis == "size":
         words = {cand.cue_word("size"), cand.cue_word("size_of_body")}
         if word in words or (word == "small" and "tiny" in words):

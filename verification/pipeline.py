@@ -109,7 +109,8 @@ def candidates_folder(queries_dir: Path, explicit: Path | None) -> Path | None:
         return explicit
     manifest = queries_dir / "manifest.json"
     if manifest.is_file():
-        path = json.loads(manifest.read_text(encoding="utf-8")).get("candidates")
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+        path = data.get("candidates_dir") or data.get("candidates")
         if path:
             p = Path(path)
             return p if p.is_absolute() else (queries_dir / p).resolve()

@@ -148,11 +148,16 @@ class PriorsStage:
 
 def relation_failure(rel: RelationClaim, cand: Candidate, index: CandidateIndex, settings: VerificationSettings
                      ) -> tuple[str, dict[str, Any]] | None:
-    """Why a stated relation does not hold for this candidate, or None. Masks of same-slice candidates
-    decide; without them the relations computed by the candidates stage do; otherwise it is unverifiable."""
+    """Why a stated relation does not hold for this candidate, or None. The relations the candidates stage
+    computed on the full label map confirm it; else the masks of same-slice candidates decide (they may
+    miss pieces dropped as specks); else a contrary computed relation refutes it; else it is unverifiable."""
     detail: dict[str, Any] = {"relation": rel.kind, "other": rel.other.structure, "side": rel.other.side}
     if rel.kind in ("medial_to", "lateral_to"):
         return "relation_unverifiable", {**detail, "why": "medial/lateral needs a midline the record lacks"}
+    codes = {r.get("relation") for r in cand.cues.get("relations") or []
+             if label_matches(str(r.get("other", "")), rel.other)}
+    if codes & CUE_CODES.get(rel.kind, set()):
+        return None  # computed on the full label map by the candidates stage
     others = [p for p in index.peers(cand) if label_matches(p.label, rel.other)]
     if others:
         try:
@@ -164,12 +169,7 @@ def relation_failure(rel: RelationClaim, cand: Candidate, index: CandidateIndex,
             return None
         if holds is False:
             return "relation_false", {**detail, **info, "checked": "masks"}
-        return "relation_unverifiable", {**detail, **info}
-    codes = {r.get("relation") for r in cand.cues.get("relations") or []
-             if label_matches(str(r.get("other", "")), rel.other)}
-    if codes & CUE_CODES.get(rel.kind, set()):
-        return None
     contrary = CUE_CODES.get(OPPOSITE.get(rel.kind, ""), set())
     if codes & contrary or (codes and rel.kind in ("inside", "contains", "adjacent_to")):
         return "relation_false", {**detail, "cue_relations": sorted(c for c in codes if c), "checked": "cues"}
-    return "relation_unverifiable", {**detail, "why": "no mask or computed relation for the other structure"}
+    return "relation_unverifiable", {**detail, "why": "neither the masks nor the computed relations decide it"}

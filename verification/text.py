@@ -59,6 +59,14 @@ RELATION_PHRASES: tuple[tuple[tuple[str, ...], str], ...] = tuple(sorted((
     (("medial", "to"), "medial_to"), (("lateral", "to"), "lateral_to"),
 ), key=lambda kv: -len(kv[0])))
 FILLERS = {"the", "a", "an", "its", "patient", "of"}
+# A contrast ("…, not the one in the centre") describes another region up to the end of its clause.
+NEGATIONS: tuple[tuple[str, ...], ...] = (("not",), ("rather", "than"), ("unlike",), ("instead", "of"),
+                                          ("other", "than"), ("except",), ("excluding",), ("apart", "from"))
+CLAUSE_END = {",", ".", ";", ":", "!", "?"}
+# Ordinal position among instances: "leftmost", "most anterior", "more superior".
+EXTREME_WORDS = {"leftmost", "rightmost", "uppermost", "lowermost", "topmost", "bottommost"}
+ORDER_DIRECTIONS = {"anterior", "posterior", "superior", "inferior", "left", "right", "lateral", "medial",
+                    "central", "peripheral", "cranial", "caudal"}
 
 
 @dataclass(frozen=True)
@@ -93,14 +101,16 @@ class ParsedQuery:
     mentions: list[Mention] = field(default_factory=list)
     relations: list[RelationClaim] = field(default_factory=list)
     claims: list[Claim] = field(default_factory=list)
+    negated: list[Claim] = field(default_factory=list)  # words describing what the target is not
+    contrasted: set[int] = field(default_factory=set)  # starts of mentions inside a contrast clause
 
     def of(self, axis: str) -> list[Claim]:
         return [c for c in self.claims if c.axis == axis]
 
     @property
     def related(self) -> set[int]:
-        """Start positions of mentions that are the object of a relation (neighbours, not the target)."""
-        return {r.other.start for r in self.relations}
+        """Start positions of mentions that do not name the target: relation objects and contrasts."""
+        return {r.other.start for r in self.relations} | self.contrasted
 
 
 def _image_frame(tokens: list[str], i: int) -> bool:
@@ -110,10 +120,28 @@ def _image_frame(tokens: list[str], i: int) -> bool:
     return any(t in IMAGE_NOUNS for t in window[:5] if t not in ("patient",)) or any(t in IMAGE_NOUNS for t in before)
 
 
+def negated_spans(tokens: list[str]) -> list[bool]:
+    """True for tokens from a negation cue to the end of its clause."""
+    out = [False] * len(tokens)
+    i = 0
+    while i < len(tokens):
+        cue = next((n for n in NEGATIONS if tuple(tokens[i:i + len(n)]) == n), None)
+        if cue is None:
+            i += 1
+            continue
+        j = i
+        while j < len(tokens) and tokens[j] not in CLAUSE_END:
+            out[j] = True
+            j += 1
+        i = j
+    return out
+
+
 def parse(text: str) -> ParsedQuery:
     tokens = tokenize(text)
     q = ParsedQuery(text=text, tokens=tokens)
     used = [False] * len(tokens)
+    negated = negated_spans(tokens)
     mentions = []
     for start, end, name in find_phrases(tokens):
         side = None
@@ -124,6 +152,8 @@ def parse(text: str) -> ParsedQuery:
         for k in range(start, end):
             used[k] = True
         mentions.append(Mention(name, start, end, side))
+        if negated[start]:
+            q.contrasted.add(start)
     q.mentions = mentions
     by_start = {m.start: m for m in mentions}
     side_index = {m.start - (1 if m.start >= 1 and tokens[m.start - 1] in SIDES else 2): m
@@ -140,7 +170,8 @@ def parse(text: str) -> ParsedQuery:
                 j += 1
             other = by_start.get(j) or side_index.get(j)
             if other is not None:
-                q.relations.append(RelationClaim(kind, other))
+                if not negated[i]:
+                    q.relations.append(RelationClaim(kind, other))
                 for k in range(i, j):
                     used[k] = True
                 i = j - 1
@@ -150,43 +181,49 @@ def parse(text: str) -> ParsedQuery:
     for i, tok in enumerate(tokens):
         if used[i]:
             continue
+        claims = q.negated if negated[i] else q.claims
         nxt = tokens[i + 1] if i + 1 < len(tokens) else ""
-        if tok in SIDES:
-            q.claims.append(Claim("image_col" if _image_frame(tokens, i) else "side", tok))
+        if tok in EXTREME_WORDS:
+            claims.append(Claim("order", tok.replace("top", "upper").replace("bottom", "lower")))
+        elif tok in ("most", "more") and nxt in ORDER_DIRECTIONS:
+            claims.append(Claim("order", f"most {nxt}" if nxt not in SIDES else f"{nxt}most"))
+            used[i + 1] = True
+        elif tok in SIDES:
+            claims.append(Claim("image_col" if _image_frame(tokens, i) else "side", tok))
         elif tok in ROW_WORDS and nxt not in ANATOMIC_AFTER_ROW:
-            q.claims.append(Claim("image_row", ROW_WORDS[tok]))
+            claims.append(Claim("image_row", ROW_WORDS[tok]))
         elif tok in MIDDLE_WORDS or (tok in CENTRALITY_WORDS and CENTRALITY_WORDS[tok] == "central"
                                      and _image_frame(tokens, i)):
             if _image_frame(tokens, i):
                 prev = tokens[i - 1] if i else ""
                 if prev in ROW_WORDS:
-                    q.claims.append(Claim("image_col", "center"))
+                    claims.append(Claim("image_col", "center"))
                 elif nxt in SIDES:
-                    q.claims.append(Claim("image_row", "middle"))
+                    claims.append(Claim("image_row", "middle"))
                 else:
-                    q.claims += [Claim("image_row", "middle"), Claim("image_col", "center")]
+                    claims += [Claim("image_row", "middle"), Claim("image_col", "center")]
             else:
-                q.claims.append(Claim("centrality", "central"))
+                claims.append(Claim("centrality", "central"))
         elif tok == "midline":
-            q.claims.append(Claim("side", "midline"))
+            claims.append(Claim("side", "midline"))
         elif tok in VERTICAL_WORDS:
-            q.claims.append(Claim("vertical", VERTICAL_WORDS[tok]))
+            claims.append(Claim("vertical", VERTICAL_WORDS[tok]))
         elif tok in CENTRALITY_WORDS:
-            q.claims.append(Claim("centrality", CENTRALITY_WORDS[tok]))
+            claims.append(Claim("centrality", CENTRALITY_WORDS[tok]))
         elif tok in MEDIAL_WORDS:
-            q.claims.append(Claim("medial", MEDIAL_WORDS[tok]))
+            claims.append(Claim("medial", MEDIAL_WORDS[tok]))
         elif tok in SIZE_WORDS:
-            q.claims.append(Claim("size", SIZE_WORDS[tok]))
+            claims.append(Claim("size", SIZE_WORDS[tok]))
         elif tok in RANK_WORDS:
             second = i >= 1 and tokens[i - 1] == "second"
-            q.claims.append(Claim("rank", "second largest" if second else RANK_WORDS[tok]))
+            claims.append(Claim("rank", "second largest" if second else RANK_WORDS[tok]))
         elif tok in COUNT_WORDS:
-            q.claims.append(Claim("count", str(COUNT_WORDS[tok])))
+            claims.append(Claim("count", str(COUNT_WORDS[tok])))
         elif tok in SHAPE_WORDS:
-            q.claims.append(Claim("shape", SHAPE_WORDS[tok]))
+            claims.append(Claim("shape", SHAPE_WORDS[tok]))
         elif tok in INTENSITY_WORDS:
             polarity, family = INTENSITY_WORDS[tok]
-            q.claims.append(Claim("intensity", polarity, family))
+            claims.append(Claim("intensity", polarity, family))
     return q
 
 

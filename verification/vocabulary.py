@@ -101,9 +101,9 @@ STRUCTURES: tuple[Structure, ...] = (
     # chest
     _s("lung", "organ", "pulmonary lobe, lung lobe, lungs, upper lobe, lower lobe, middle lobe", "chest", CHEST_MODS),
     _s("heart", "organ", "cardiac", "chest", CHEST_MODS),
-    _s("atrium", "organ", "atrial, atria", "chest"),
-    _s("cardiac ventricle", "organ", "ventricle, ventricular", "chest brain"),
-    _s("myocardium", "organ", "myocardial, heart muscle", "chest"),
+    _s("atrium", "organ", "heart atrium, atrial, atria", "chest"),
+    _s("cardiac ventricle", "organ", "heart ventricle, ventricle, ventricular", "chest brain"),
+    _s("myocardium", "organ", "heart myocardium, myocardial, heart muscle", "chest"),
     _s("trachea", "organ", "tracheal, airway", "chest neck", CHEST_MODS),
     _s("pulmonary artery", "vessel", "pulmonary trunk", "chest"),
     _s("rib", "bone", "costal, ribs", "chest abdomen", BONE_MODS),
@@ -148,6 +148,8 @@ STRUCTURES: tuple[Structure, ...] = (
 )
 
 BY_NAME: dict[str, Structure] = {s.name: s for s in STRUCTURES}
+# Parts name their whole too: a label "heart_atrium_left" is also "the heart".
+PARENTS: dict[str, str] = {"atrium": "heart", "cardiac ventricle": "heart", "myocardium": "heart"}
 
 def modality_group(modality: str) -> str | None:
     low = modality.lower()
@@ -195,7 +197,8 @@ def structures_of_label(label: str) -> frozenset[str]:
     """Vocabulary structures a label name denotes: 'heart_atrium_left' -> {heart, atrium};
     'liver_tumor' -> {liver, lesion}. Side words and numbers are ignored."""
     tokens = [t for t in normalize_label(label).split("_") if t and t not in ("left", "right")]
-    return frozenset(name for _, _, name in find_phrases(tokens))
+    names = {name for _, _, name in find_phrases(tokens)}
+    return frozenset(names | {PARENTS[n] for n in names if n in PARENTS})
 
 
 def plausible(structure: str, modality: str, body_region: str) -> tuple[bool, str]:
@@ -212,5 +215,5 @@ def plausible(structure: str, modality: str, body_region: str) -> tuple[bool, st
 
 
 def tokenize(text: str) -> list[str]:
-    """Lower-case word tokens; hyphens split words ('left-sided' -> 'left', 'sided')."""
-    return re.findall(r"[a-z]+|\d+(?:\.\d+)?", text.lower().replace("'s", " "))
+    """Lower-case word tokens and clause punctuation; hyphens split words ('left-sided' -> 'left', 'sided')."""
+    return re.findall(r"[a-z]+|\d+(?:\.\d+)?|[,.;:!?()]", text.lower().replace("'s", " "))

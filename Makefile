@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 CONFIG ?= configs/demo.toml
 OUT    ?= out/demo
 
-.PHONY: setup build candidates test bench clean push
+.PHONY: setup build candidates test bench clean push preview eval
 
 setup: $(STAMP)
 
@@ -27,6 +27,12 @@ DATA ?= out/demo
 
 push: $(STAMP)
 	$(PY) -m builder push --data $(DATA) --repo $(REPO)
+
+preview: $(STAMP)
+	$(PY) -m builder preview --data $(DATA) --out $(if $(filter command line,$(origin OUT)),$(OUT),$(DATA)/preview)
+
+eval: $(STAMP)
+	$(PY) -m builder eval --data $(DATA) --config $(or $(EVAL_CONFIG),default) --split test --base-url $(BASE_URL) --model $(MODEL) --format $(or $(FORMAT),json) --out $(or $(EVAL_OUT),$(DATA)/eval)
 
 test: $(STAMP)
 	$(PY) -m pytest -q

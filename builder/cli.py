@@ -10,7 +10,9 @@ import sys
 # Modules exposing ``register(subparsers)``, which adds a subcommand whose ``func(args) -> int`` runs it.
 COMMAND_MODULES = [
     "builder.candidates",
+    "builder.evaluate",
     "builder.phantom",
+    "builder.preview",
     "builder.push",
     "builder.queries",
     "verification.cli",

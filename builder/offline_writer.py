@@ -14,14 +14,12 @@ import re
 from dataclasses import dataclass
 
 from builder.anatomy import display_name, side_in_name
-from builder.prompts import leak_in, modality_word
+from builder.prompts import NUMBER_WORDS, leak_in, modality_word
 from builder.records import Candidate, Query
 
 GENERATOR = "template"
 TEMPLATE_VERSION = "templates-v1"
 
-NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
-                "twelve")
 VERTICAL_ADVERBS = {"anterior": "anteriorly", "posterior": "posteriorly", "superior": "superiorly",
                     "inferior": "inferiorly"}
 

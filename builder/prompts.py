@@ -119,7 +119,7 @@ def describe(candidate: Candidate, siblings: list[Candidate], k: int) -> str:
     if others:
         lines.append(f"Other structures labelled in this image: {', '.join(others)}.")
     if siblings:
-        lines.append(f"The image holds {len(siblings) + 1} instances of {name}; the others (NOT the target) are:")
+        lines.append(f"The image holds {_count(len(siblings) + 1)} instances of {name}; the others (NOT the target) are:")
         for sib in siblings:
             words = [w for w in (sib.cue_word(n) for n, _ in CUE_LINES) if w]
             words += [c["word"] for c in sib.cues.get("order") or []]
@@ -127,9 +127,9 @@ def describe(candidate: Candidate, siblings: list[Candidate], k: int) -> str:
     wanted = ["category", "attribute", "spatial"] + (["disambiguation"] if siblings or others else [])
     lines += [
         "The first image is the slice; the second shows the same slice with the target outlined in red.",
-        f"Write exactly {k} different queries that each identify only this target"
+        f"Write exactly {_count(k)} different queries that each identify only this target"
         + (", each one distinguishing it from the other instances" if siblings else "") + ".",
-        f"Use each of these types at least once where {k} allows: {', '.join(wanted)}.",
+        f"Use each of these types at least once where {_count(k)} allows: {', '.join(wanted)}.",
         'Answer as {"queries": [{"type": "<category|attribute|spatial|disambiguation>", "text": "<query>"}]}.',
     ]
     return "\n".join(lines)
@@ -179,6 +179,14 @@ def check_answer(data: dict[str, Any], *, k: int, need_disambiguation: bool) -> 
     return None
 
 
+NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
+                "twelve")
+
+
+def _count(n: int) -> str:
+    """Numbers in words: a prompt that forbids digits should not show any."""
+    return NUMBER_WORDS[n] if n < len(NUMBER_WORDS) else str(n)
+
+
 def _ordinal(i: int) -> str:
-    words = ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
-    return words[i] if i < len(words) else "after ten"
+    return _count(i + 1)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from builder.prompts import NUMBER_WORDS
 from builder.io import atomic_write_bytes, png_bytes, write_jsonl
 from builder.records import Candidate
 from tests.loopback_openai import Reply, Request
@@ -105,10 +106,13 @@ def make_candidates(root: Path, copies: int = 1, kinds: tuple[str, ...] = ("ct",
 def answer_queries(request: Request) -> Reply:
     """A valid answer that depends only on the request's content (so reruns get the same text)."""
     target = re.search(r"Target: the (.+?)\.\n", request.text)
-    k = int(re.search(r"Write exactly (\d+)", request.text).group(1))
+    k_text = re.search(r"Write exactly (\w+)", request.text).group(1)
+    k = int(k_text) if k_text.isdigit() else NUMBER_WORDS.index(k_text)
     name = target.group(1) if target else "structure"
     digest = hashlib.sha256(request.key.encode()).digest()
     types = ["category", "attribute", "spatial", "disambiguation"]
+    if "NOT the target" in request.text:  # neighbours: lead with the disambiguating query
+        types = types[3:] + types[:3]
     queries = [{"type": types[i % 4],
                 "text": f"the {WORDS[digest[i] % len(WORDS)]} {WORDS[digest[i + 8] % len(WORDS)]} {name} "
                         f"{['above', 'beside', 'near', 'below'][i % 4]} the others"}

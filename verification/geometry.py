@@ -63,17 +63,19 @@ def order_words(cand: Candidate) -> list[str]:
 
 
 def _rank_ok(word: str, cand: Candidate, peers: list[Candidate]) -> bool:
-    rank = cand.cue_word("size_rank")
-    orders = {o.get("word") for o in cand.cues.get("order") or []}
+    """Comparatives among instances need the candidates stage's ordinal words (given only where the size
+    difference is clear); a single instance may be the largest/smallest of every region in the slice."""
+    orders = order_words(cand)
     if word in ("largest", "smallest"):
-        if rank == word or f"the {word}" in orders:
+        comparative = "the larger" if word == "largest" else "the smaller"
+        if f"the {word}" in orders or comparative in orders:
             return True
         areas = [p.area for p in peers]
-        return bool(areas) and (cand.area > max(areas) if word == "largest" else cand.area < min(areas))
+        return cand.group_size == 1 and bool(areas) and (
+            cand.area > max(areas) if word == "largest" else cand.area < min(areas))
     if word in ("larger", "smaller"):
-        return f"the {word}" in orders or (cand.group_size == 2 and rank == ("largest" if word == "larger"
-                                                                            else "smallest"))
-    return rank == word
+        return f"the {word}" in orders
+    return cand.cue_word("size_rank") == word
 
 
 def claim_failure(claim: Claim, cand: Candidate, peers: list[Candidate]) -> tuple[str, dict[str, Any]] | None:

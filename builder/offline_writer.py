@@ -89,7 +89,9 @@ def target_rng(seed: int, target_id: str) -> random.Random:
 
 def plural(name: str) -> str:
     head, _, last = name.rpartition(" ")
-    if last.endswith("a"):
+    if last.endswith("s") and not last.endswith(("ss", "us", "is", "as")):
+        pass  # already plural: 'costal cartilages'
+    elif last.endswith("a"):
         last += "e"
     elif last.endswith(("s", "x", "ch", "sh")):
         last += "es"
@@ -113,9 +115,22 @@ def _intensity(word: str | None) -> tuple[str | None, str | None]:
     if not word:
         return None, None
     low = word.lower()
+    if low == "similar":
+        return None, "similar in intensity to the surrounding tissue"
     if low.endswith("er"):  # a comparative: 'brighter', 'darker'
         return None, f"{low} than the surrounding tissue"
     return low, low
+
+
+def _orders(words: list[str]) -> tuple[list[str], list[str]]:
+    """Split order words into adjectives ('larger', 'most anterior') and clauses ('on the left of the image')."""
+    adjectives, clauses = [], []
+    for word in filter(None, map(_bare, words)):
+        if re.fullmatch(r"(?:more |most |second |third )?[a-z]+", word):
+            adjectives.append(word)
+        else:
+            clauses.append(word[4:] if word.startswith("one ") else word)
+    return adjectives, clauses
 
 
 @dataclass
@@ -143,11 +158,11 @@ def phrases(c: Candidate, siblings: list[Candidate]) -> Phrases:
     side_phrase = None
     if side and not side_in_name(c.label):
         side_phrase = "in the midline" if side == "midline" else f"on the patient's {side}"
-    order = [_bare(o["word"]) for o in c.cues.get("order") or []]
+    order, order_clauses = _orders([o["word"] for o in c.cues.get("order") or []])
     relations = [r["word"] for r in c.cues.get("relations") or []]
     grid = word("grid")
     sib_grids = {s.cue_word("grid") for s in siblings}
-    distinct = [p for p in (
+    distinct = order_clauses + [p for p in (
         f"in the {grid}" if grid and grid not in sib_grids else None,
         side_phrase if side and side not in {s.cue_word("patient_side") for s in siblings} else None,
         VERTICAL_ADVERBS.get(word("vertical") or "") if word("vertical") not in {s.cue_word("vertical") for s in siblings} else None,
@@ -166,10 +181,10 @@ def phrases(c: Candidate, siblings: list[Candidate]) -> Phrases:
         "grid": grid,
         "side_phrase": side_phrase,
         "vertical_adv": VERTICAL_ADVERBS.get(word("vertical") or ""),
-        "centrality": word("centrality"),
+        "centrality": word("centrality") if word("centrality") in ("central", "peripheral") else None,
         "relation": relations[0] if relations else None,
         "order": order[0] if many and order else None,
-        "rank": _bare(word("size_rank")) if many else None,
+        "rank": _bare(word("size_rank")) if many and not leak_in(word("size_rank") or "") else None,
         "count": NUMBER_WORDS[c.group_size] if many and c.group_size < len(NUMBER_WORDS) else ("several" if many else None),
         "plural": plural(name) if many else None,
         "other_grid": next((g for g in sorted(x for x in sib_grids if x) if g != grid), None) if many else None,
@@ -192,6 +207,8 @@ def write_queries(candidate: Candidate, siblings: list[Candidate], k: int, seed:
     rng = target_rng(seed, candidate.target_id)
     p = phrases(candidate, siblings)
     usable = {t: [s for s in (p.fill(tpl) for tpl in TEMPLATES[t]) if s] for t in TYPE_CYCLE}
+    if candidate.group_size == 1 and not p.values["other_label"]:  # nothing to tell it apart from
+        usable["disambiguation"] = []
     if candidate.group_size > 1:  # "the lesion" names no single instance: qualify it with its order word
         for t in ("category", "attribute", "spatial"):
             usable[t] = [s for s in (p.fill(tpl.replace("the {name}", "the {order} {name}"))

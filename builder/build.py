@@ -24,7 +24,8 @@ from builder.phantom import ensure_phantom
 from builder.queries import EXIT_PENDING, QueriesSettings, run_queries
 from builder.records import Candidate, Query
 from builder.splits import SplitSettings
-from verification.pipeline import VerificationSettings, run_verification
+from verification.pipeline import run_verification
+from verification.settings import VerificationSettings
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,8 +55,16 @@ def without_secrets(data: Any) -> Any:
     return data
 
 
+def verification_struct(record: dict[str, Any]) -> dict[str, Any]:
+    """The dataset's verification column from a verification record: kept, and each stage's outcome."""
+    return {"kept": bool(record["passed"]),
+            "stages": [{"stage": v["stage"], "passed": bool(v["passed"]), "reason": v.get("reason"),
+                        "kind": v.get("kind") or "rule", "model": v.get("model"), "score": v.get("score")}
+                       for v in record["stages"]]}
+
+
 def kept_records(verified_dir: Path) -> list[tuple[Candidate, Query, dict[str, Any]]]:
-    return [(Candidate.from_dict(r["candidate"]), Query.from_dict(r["query"]), r["verification"])
+    return [(Candidate.from_dict(r["candidate"]), Query.from_dict(r["query"]), verification_struct(r["verification"]))
             for r in read_jsonl(verified_dir / "verified.jsonl")]
 
 
@@ -63,9 +72,10 @@ def run_build(config: BuildConfig, out: Path, *, workers: int | None = None, pro
               repo: str = DEFAULT_REPO, queries_settings: QueriesSettings | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     work = out / "work"
-    demo = bool(config.section("demo").get("phantom", False))
+    phantom = ensure_phantom(config, work)
+    demo = phantom is not None
     if demo:
-        config.sources.append(ensure_phantom(config, work))
+        config.sources.append(phantom)
     candidates = run_candidates(config, work / "candidates", workers=workers, progress=progress)
     settings = queries_settings or QueriesSettings.from_config(config, progress=progress)
     queries = run_queries(work / "candidates", work / "queries", settings)
@@ -73,14 +83,16 @@ def run_build(config: BuildConfig, out: Path, *, workers: int | None = None, pro
         log.warning("queries stopped at the budget with %d targets pending; rerun to finish", queries.pending)
         return EXIT_PENDING
     verification = run_verification(work / "queries", work / "verified",
-                                    VerificationSettings.from_config(config, progress=progress))
+                                    VerificationSettings.from_dict(config.section("verification")), vlm=settings.vlm,
+                                    candidates_dir=work / "candidates")
     records = kept_records(work / "verified")
     split_settings = SplitSettings.from_dict(config.section("splits"), config.seed)
     dataset = write_dataset(records, work / "candidates", out, DatasetSettings.from_dict(config.section("dataset")),
                             split_settings)
     generation = {
         "generator": queries.generator, "prompt_version": queries.prompt_version,
-        "judge": verification.judge, "config": config.path.name if config.path else "command line",
+        "judge": f"{verification.judge['kind']} ({verification.judge['model'] or 'no model'})",
+        "config": config.path.name if config.path else "command line",
         "config_digest": config.digest(), **{f"version: {k}": v for k, v in library_versions().items()},
     }
     rows = [sample_row(c, q, v) for c, q, v in records]

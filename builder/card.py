@@ -29,6 +29,16 @@ def size_category(n: int) -> str:
     return "1M<n<10M"
 
 
+HUB_LICENSES = ("cc0-1.0", "cc-by-4.0", "cc-by-sa-4.0", "cc-by-nc-4.0", "cc-by-nc-sa-4.0", "cc-by-nc-nd-4.0",
+                "apache-2.0", "mit", "bsd-3-clause", "gpl-2.0", "odc-by", "pddl")
+
+
+def hub_license_id(text: str) -> str | None:
+    """The Hub's licence id for a plainly named licence ('CC-BY-SA 4.0' -> 'cc-by-sa-4.0'), else None."""
+    slug = "-".join(text.lower().replace("_", " ").replace("-", " ").split())
+    return slug if slug in HUB_LICENSES else None
+
+
 def yaml_header(report: DatasetReport, pretty_name: str, licenses: set[str]) -> dict[str, Any]:
     configs, infos = [], []
     for name, splits in report.configs.items():
@@ -44,12 +54,13 @@ def yaml_header(report: DatasetReport, pretty_name: str, licenses: set[str]) -> 
         info = DatasetInfo(features=FEATURES, splits=split_dict)
         infos.append({"config_name": name, **info._to_yaml_dict()})
     total = sum(report.configs.get("default", {}).values())
-    single = next(iter(licenses)) if len(licenses) == 1 else None
+    single = hub_license_id(next(iter(licenses))) if len(licenses) == 1 else None
+    licence_fields = {"license": single} if single else {
+        "license": "other", "license_name": "mixed-per-source",
+        "license_details": "Each sample carries its source's licence in the `license` column; see the card."}
     return {
         "pretty_name": pretty_name,
-        "license": "other",
-        "license_name": single or "mixed-per-source",
-        "license_details": "Each sample carries its source's licence in the `license` column; see the card.",
+        **licence_fields,
         "task_categories": TASKS,
         "tags": TAGS,
         "size_categories": [size_category(total)],

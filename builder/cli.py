@@ -9,6 +9,7 @@ import sys
 
 # Modules exposing ``register(subparsers)``, which adds a subcommand whose ``func(args) -> int`` runs it.
 COMMAND_MODULES = [
+    "builder.build",
     "builder.candidates",
     "builder.evaluate",
     "builder.phantom",

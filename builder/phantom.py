@@ -72,44 +72,59 @@ def _grid(rng: np.random.Generator, storage: str) -> tuple[np.ndarray, tuple[np.
     return affine, (x[:, None, None], y[None, :, None], z[None, None, :] - table_offset)
 
 
-def _lesions(rng: np.random.Generator, x, y, z, liver: np.ndarray, spacing_mm: float, n: int
+LESION_REACH = {"round": 1.0, "oval": 1.6, "lobulated": 1.15}  # furthest extent, in lesion radii
+LESION_RIM_MM = 4.0  # liver kept around every lesion, so each lies wholly inside it
+LESION_GAP_MM = 6.0  # between lesions, so each is its own connected component
+
+
+def _lesion_mask(rng: np.random.Generator, x, y, z, centre: tuple[float, float, float], radius: float,
+                 kind: str) -> np.ndarray:
+    if kind == "round":
+        return _field(x, y, z, centre, (radius, radius, radius)) <= 1
+    if kind == "oval":
+        return _field(x, y, z, centre, (radius * 1.6, radius * 0.9, radius), angle=float(rng.uniform(0, math.pi))) <= 1
+    mask = _field(x, y, z, centre, (radius * 0.7,) * 3) <= 1  # lobulated: overlapping spheres around the centre
+    for k in range(3):
+        theta = float(rng.uniform(0, 2 * math.pi)) + k * 2 * math.pi / 3
+        lobe = (centre[0] + 0.6 * radius * math.cos(theta), centre[1] + 0.6 * radius * math.sin(theta), centre[2])
+        mask |= _field(x, y, z, lobe, (radius * 0.55,) * 3) <= 1
+    return mask
+
+
+def _lesions(rng: np.random.Generator, x, y, z, liver: np.ndarray, spacing: tuple[float, float, float], n: int
              ) -> list[tuple[np.ndarray, float]]:
-    """1–3 hypodense lesions wholly inside the liver, clustered in z so some slices show several."""
-    safe = ndimage.binary_erosion(liver, structure=np.ones((5, 5, 1), bool))  # keep a liver rim around each
-    inside = np.argwhere(safe)
-    if not len(inside):
-        return []
-    shapes = ("round", "oval", "lobulated")
-    taken = np.zeros_like(liver)
+    """1–3 hypodense lesions wholly inside the liver, clustered in z so some slices show several.
+
+    Centres are drawn among liver voxels deep enough for the lesion's reach (a distance transform), so
+    containment and separation hold by construction instead of by trial and error.
+    """
+    depth = ndimage.distance_transform_edt(liver, sampling=spacing)  # mm to the liver's edge
+    xs, ys, zs = x[:, 0, 0], y[0, :, 0], z[0, 0, :]
+    placed: list[tuple[np.ndarray, float]] = []  # (centre, reach)
     out: list[tuple[np.ndarray, float]] = []
-    anchor_z: float | None = None
     for i in range(n):
-        kind = shapes[int(rng.integers(len(shapes)))] if i else shapes[int(rng.integers(2))]
-        for _ in range(60):
-            radius = float(rng.uniform(7.0, 18.0))
-            pick = inside[int(rng.integers(len(inside)))]
-            cx, cy = float(x[pick[0], 0, 0]), float(y[0, pick[1], 0])
-            cz = float(z[0, 0, pick[2]]) if anchor_z is None else anchor_z + float(rng.uniform(-6, 6))
-            if kind == "round":
-                mask = _field(x, y, z, (cx, cy, cz), (radius, radius, radius)) <= 1
-            elif kind == "oval":
-                mask = _field(x, y, z, (cx, cy, cz), (radius * 1.6, radius * 0.9, radius),
-                              angle=float(rng.uniform(0, math.pi))) <= 1
-            else:  # lobulated: overlapping spheres around the centre
-                mask = _field(x, y, z, (cx, cy, cz), (radius * 0.7,) * 3) <= 1
-                for k in range(3):
-                    theta = float(rng.uniform(0, 2 * math.pi)) + k * 2 * math.pi / 3
-                    off = radius * 0.6
-                    mask |= _field(x, y, z, (cx + off * math.cos(theta), cy + off * math.sin(theta), cz),
-                                   (radius * 0.55,) * 3) <= 1
-            near = ndimage.binary_dilation(mask, iterations=max(1, int(round(6.0 / spacing_mm))))
-            if mask.sum() and not (mask & ~safe).any() and not (near & taken).any():
+        kind = ("round", "oval", "lobulated")[int(rng.integers(3 if i else 2))]
+        radius = float(rng.uniform(7.0, 18.0))
+        for _ in range(4):  # shrink until the lesion fits somewhere
+            reach = radius * LESION_REACH[kind]
+            ok = depth >= reach + LESION_RIM_MM
+            for centre, other in placed:
+                d2 = ((xs[:, None, None] - centre[0]) ** 2 + (ys[None, :, None] - centre[1]) ** 2
+                      + (zs[None, None, :] - centre[2]) ** 2)
+                ok &= d2 >= (reach + other + LESION_GAP_MM) ** 2
+            if placed:  # same level as the first lesion where possible
+                level = ok & (np.abs(zs - placed[0][0][2]) <= 6.0)[None, None, :]
+                ok = level if level.any() else ok
+            candidates = np.argwhere(ok)
+            if len(candidates):
                 break
+            radius *= 0.8
         else:
             continue
-        anchor_z = cz if anchor_z is None else anchor_z
-        taken |= mask
-        out.append((mask, float(rng.uniform(15.0, 55.0))))
+        pick = candidates[int(rng.integers(len(candidates)))]
+        centre = np.array([xs[pick[0]], ys[pick[1]], zs[pick[2]]])
+        placed.append((centre, reach))
+        out.append((_lesion_mask(rng, x, y, z, tuple(centre), radius, kind), float(rng.uniform(15.0, 55.0))))
     return out
 
 
@@ -117,7 +132,7 @@ def phantom_case(index: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndar
     """(HU volume int16, label map uint8, affine) of one case; anatomy varies deterministically with the seed."""
     rng = np.random.default_rng([seed, index])
     affine, (x, y, z) = _grid(rng, STORAGE[index % len(STORAGE)])
-    spacing_mm = float(abs(affine[0, 0]))
+    spacing = tuple(float(abs(affine[i, i])) for i in range(3))
     scale = float(rng.uniform(0.9, 1.08))
     ox = float(rng.uniform(-15, 15))  # the patient is rarely centred on the scanner's x = 0
     oy = float(rng.uniform(-10, 10))
@@ -204,7 +219,7 @@ def phantom_case(index: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndar
     paint(organs["vertebra"], HU["cancellous"], LABEL_IDS["vertebra"])
     paint(cortex, HU["cortical"])
     paint(canal, HU["csf"])
-    for mask, value in _lesions(rng, x, y, z, liver, spacing_mm, int(rng.integers(1, 4))):
+    for mask, value in _lesions(rng, x, y, z, liver, spacing, int(rng.integers(1, 4))):
         paint(mask, value, LABEL_IDS["liver_lesion"])
 
     # Partial volume at boundaries, then correlated CT-like noise.

@@ -105,20 +105,20 @@ def _lesions(rng: np.random.Generator, x, y, z, liver: np.ndarray, spacing: tupl
     for i in range(n):
         kind = ("round", "oval", "lobulated")[int(rng.integers(3 if i else 2))]
         radius = float(rng.uniform(7.0, 18.0))
-        for _ in range(4):  # shrink until the lesion fits somewhere
+        attempts = 5
+        for attempt in range(attempts):  # shrink until the lesion fits; the last try may leave the level
             reach = radius * LESION_REACH[kind]
             ok = depth >= reach + LESION_RIM_MM
             for centre, other in placed:
                 d2 = ((xs[:, None, None] - centre[0]) ** 2 + (ys[None, :, None] - centre[1]) ** 2
                       + (zs[None, None, :] - centre[2]) ** 2)
                 ok &= d2 >= (reach + other + LESION_GAP_MM) ** 2
-            if placed:  # same level as the first lesion where possible
-                level = ok & (np.abs(zs - placed[0][0][2]) <= 6.0)[None, None, :]
-                ok = level if level.any() else ok
+            if placed and attempt < attempts - 1:  # same level as the first lesion: several per slice
+                ok &= (np.abs(zs - placed[0][0][2]) <= 6.0)[None, None, :]
             candidates = np.argwhere(ok)
             if len(candidates):
                 break
-            radius *= 0.8
+            radius = max(6.0, radius * 0.8)
         else:
             continue
         pick = candidates[int(rng.integers(len(candidates)))]
@@ -219,7 +219,9 @@ def phantom_case(index: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndar
     paint(organs["vertebra"], HU["cancellous"], LABEL_IDS["vertebra"])
     paint(cortex, HU["cortical"])
     paint(canal, HU["csf"])
-    for mask, value in _lesions(rng, x, y, z, liver, spacing, int(rng.integers(1, 4))):
+    # Mostly 2–3 lesions, so any case that lands in a small split still gives multi-object samples.
+    n_lesions = 1 if index % 4 == 3 else int(rng.integers(2, 4))
+    for mask, value in _lesions(rng, x, y, z, liver, spacing, n_lesions):
         paint(mask, value, LABEL_IDS["liver_lesion"])
 
     # Partial volume at boundaries, then correlated CT-like noise.

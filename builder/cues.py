@@ -98,7 +98,9 @@ def intensity_cue(target: Target, grey: np.ndarray, settings: CueSettings) -> Cu
     radius = max(3, int(round(0.15 * math.sqrt(target.area))))
     window = _crop(target, radius + 1)
     mask = target.mask[window]
-    ring = ndimage.binary_dilation(mask, iterations=radius) & ~mask
+    # = binary_dilation(mask, iterations=radius) (a diamond of taxicab radius), in one O(N) chamfer pass
+    # instead of ``radius`` full passes (radius reaches ~100 px on large endoscopy polyps)
+    ring = (ndimage.distance_transform_cdt(~mask, metric="taxicab") <= radius) & ~mask
     inside, around = grey[window][mask], grey[window][ring]
     brighter, darker, similar = intensity_words(target.slice.case.modality)
     if around.size == 0:
@@ -203,21 +205,22 @@ def relations_of(target: Target, others: dict[int, tuple[slice, slice]], setting
     pad = settings.adjacency_px
     window = _crop(target, pad + 1)
     near_mask = ndimage.binary_dilation(target.mask[window], iterations=pad)
-    filled_target = ndimage.binary_fill_holes(target.mask)
+    # holes of the target lie inside its box: fill there, not over the whole image
+    target_box = _crop(target, 0)
+    filled_target = ndimage.binary_fill_holes(target.mask[target_box]) if nearest else None
     for _, label_id in nearest[: settings.max_relations]:
         box = others[label_id]
         other_box = (box[1].start, box[0].start, box[1].stop, box[0].stop)
         other_mask = s.label_map == label_id
-        filled_other = np.zeros_like(other_mask)
-        filled_other[box] = ndimage.binary_fill_holes(other_mask[box])
+        filled_other = ndimage.binary_fill_holes(other_mask[box])  # its holes lie inside its box
         codes = []
-        if (target.mask & filled_other).sum() >= settings.inside_fraction * target.area:
+        if (target.mask[box] & filled_other).sum() >= settings.inside_fraction * target.area:
             codes.append("inside")
         else:
             if (near_mask & other_mask[window]).any():
                 codes.append("adjacent_to")
             codes += [c for c in (horizontal_relation(tb, other_box, s), vertical_relation(tb, other_box, s)) if c]
-        if (other_mask & filled_target).sum() >= settings.inside_fraction * other_mask.sum():
+        if (other_mask[target_box] & filled_target).sum() >= settings.inside_fraction * other_mask.sum():
             codes.append("contains")
         name = s.case.label_names[label_id]
         out += [Relation(code, name, RELATION_PHRASES[code].format(display_name(name))) for code in codes]

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT, synthetic_ct, write_msd, write_nifti
+from tests.conftest import ROOT, synthetic_ct, write_msd, write_nifti
 
 AFFINE = np.diag([1.5, 1.5, 4.0, 1.0])
 

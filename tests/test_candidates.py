@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import FIXTURES_TOML, needs_fixtures, read_png
+from tests.conftest import FIXTURES_TOML, needs_fixtures, read_png
 
 # ---- boxes -----------------------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from PIL import Image
 from scipy import ndimage
 
 from builder.records import safe_name
-from conftest import FIXTURES, FIXTURES_TOML, ROOT, needs_fixtures, of_source, read_png, synthetic_ct, write_msd
+from tests.conftest import FIXTURES, FIXTURES_TOML, ROOT, needs_fixtures, of_source, read_png, synthetic_ct, write_msd
 
 pytestmark = needs_fixtures
 

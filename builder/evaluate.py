@@ -77,7 +77,12 @@ def smart_resize(height: int, width: int, factor: int = 28, min_pixels: int = 56
 
 
 def _four(values: Iterable[Any]) -> list[float]:
-    out = [float(v) for v in values]
+    if not isinstance(values, (list, tuple)):
+        raise ParseError(f"expected a list of four numbers, got {values!r}")
+    try:
+        out = [float(v) for v in values]
+    except (TypeError, ValueError) as exc:
+        raise ParseError(f"not numbers: {values!r}") from exc
     if len(out) != 4 or not all(math.isfinite(v) for v in out):
         raise ParseError(f"expected four finite numbers, got {out}")
     return out

@@ -46,6 +46,8 @@ MAX_OPS_PER_COMMIT = 99                 # "under 100 files per commit"
 MANAGED_PREFIXES = ("data/", "assets/")  # remote files here that the build lacks are stale
 LAST_FILES = ("README.md", "medground35k.py", "build.json")   # travel in the last commit
 RETRY_STATUS = (408, 429, 500, 502, 503, 504)
+# What a build folder publishes; anything else beside it (candidates/, caches, reports) stays local.
+PUBLISH_PATTERNS = ("README.md", "data/*", "assets/*", "medground35k.py", "build.json", "LICENSE*", "CITATION*")
 TEXT_SUFFIXES = (".md", ".json", ".py", ".toml", ".yaml", ".yml", ".txt", ".csv", ".jsonl", ".cfg", ".ini")
 
 EXIT_OK, EXIT_MISMATCH, EXIT_ERROR, EXIT_AUTH = 0, 1, 2, 3
@@ -87,11 +89,11 @@ def _skip(rel: Path) -> bool:
     return any(part.startswith(".") or part == "__pycache__" for part in rel.parts) or rel.name.endswith(".tmp")
 
 
-def scan_folder(root: Path) -> dict[str, LocalFile]:
+def scan_folder(root: Path, patterns: tuple[str, ...] = PUBLISH_PATTERNS) -> dict[str, LocalFile]:
     files: dict[str, LocalFile] = {}
     for p in sorted(root.rglob("*")):
         rel = p.relative_to(root)
-        if not p.is_file() or _skip(rel):
+        if not p.is_file() or _skip(rel) or not any(fnmatch.fnmatch(rel.as_posix(), pat) for pat in patterns):
             continue
         sha256, git_oid = hash_file(p)
         files[rel.as_posix()] = LocalFile(rel.as_posix(), p, p.stat().st_size, sha256, git_oid)
@@ -392,13 +394,19 @@ def push_folder(data_dir: Path | str, repo_id: str = DEFAULT_REPO, *, private: b
     branch = revision or "main"
     token = resolve_token(token)
     scrubber = _Scrubber(token) if token else None
-    if scrubber:
-        for name in ("huggingface_hub", "datasets", "builder", ""):
-            logging.getLogger(name).addFilter(scrubber)
+    handlers = list(logging.getLogger().handlers)
+    for h in handlers if scrubber else []:
+        h.addFilter(scrubber)
     retrier = Retrier(max_retries=max_retries)
     api = HfApi(token=token)
     try:
         files = scan_folder(root) if root.is_dir() else {}
+        if root.is_dir():
+            skipped = sorted({p.relative_to(root).parts[0] + ("/" if p.is_dir() else "") for p in root.iterdir()
+                              if not p.name.startswith(".")} - {f.split("/")[0] + ("/" if "/" in f else "")
+                                                                 for f in files})
+            if skipped:
+                out(f"not published (not part of the Hub repo): {', '.join(skipped)}")
         configs = check_folder(root, files, token)
         if not token and not dry_run:
             raise AuthError("no Hub token: set HF_TOKEN or run `hf auth login` (a write token is needed to push)")
@@ -462,23 +470,22 @@ def push_folder(data_dir: Path | str, repo_id: str = DEFAULT_REPO, *, private: b
         return report
     except (LocalTokenNotFoundError,) as e:
         raise AuthError("no Hub token: set HF_TOKEN or run `hf auth login`") from e
-    except HfHubHTTPError as e:
-        if is_auth_error(e):
-            raise AuthError(_auth_message(repo_id)) from None
-        raise PushError(_scrub(f"Hub request failed: {e}", token)) from None
     except PushError:
         raise
     except Exception as e:
         if is_auth_error(e):
             raise AuthError(_auth_message(repo_id)) from None
         if is_retryable(e):
-            raise PushError(_scrub(f"push interrupted ({type(e).__name__}: {e}); run the same command again "
+            status = next((s for x in _chain(e) if (s := _http_status(x))), None)
+            why = f"HTTP {status}" if status else type(e).__name__
+            raise PushError(_scrub(f"push interrupted ({why}, retries exhausted); run the same command again "
                                    "to resume: content that already landed is not sent twice", token)) from None
+        if isinstance(e, HfHubHTTPError):
+            raise PushError(_scrub(f"Hub request failed: {e}", token)) from None
         raise
     finally:
-        if scrubber:
-            for name in ("huggingface_hub", "datasets", "builder", ""):
-                logging.getLogger(name).removeFilter(scrubber)
+        for h in handlers if scrubber else []:
+            h.removeFilter(scrubber)
 
 
 def _scrub(text: str, token: str | None) -> str:
@@ -645,6 +652,9 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    if not getattr(args, "verbose", False):
+        for name in ("httpx2", "httpcore2", "httpx", "httpcore", "fsspec"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     try:
         report = push_folder(args.data, args.repo, private=args.private, revision=args.revision,
                              create_pr=args.create_pr, dry_run=args.dry_run, verify=not args.no_verify,
@@ -657,3 +667,22 @@ def run(args) -> int:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_ERROR
     return report.exit_code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m builder.push ...``: the same command without the stage dispatcher (which imports every
+    stage module first); ``python -m builder push ...`` is the documented entry point."""
+    parser = argparse.ArgumentParser(prog="python -m builder.push")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    register(sub)
+    argv = list(argv if argv is not None else sys.argv[1:])
+    flags = [a for a in argv if a in ("-v", "--verbose")]
+    args = parser.parse_args([*flags, "push", *[a for a in argv if a not in flags]])
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    return run(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

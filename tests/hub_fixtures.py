@@ -66,7 +66,7 @@ def _rows(config: str, split: str, n: int, salt: str) -> dict[str, list]:
     return rows
 
 
-def card(configs: tuple[str, ...]) -> str:
+def card(configs: tuple[str, ...], stats: str = "") -> str:
     lines = ["---", "license: cc-by-4.0", "task_categories:", "- object-detection", "configs:"]
     for c in configs:
         lines.append(f"- config_name: {c}")
@@ -76,7 +76,7 @@ def card(configs: tuple[str, ...]) -> str:
         for s in SPLITS:
             lines += [f"  - split: {s}", f"    path: data/{c}/{s}-*.parquet"]
     lines += ["---", "", "# MedGround-35K (test fixture)", "",
-              "`bbox = [x_min, y_min, x_max, y_max]` in absolute pixels of the stored image.", ""]
+              "`bbox = [x_min, y_min, x_max, y_max]` in absolute pixels of the stored image.", "", stats, ""]
     return "\n".join(lines)
 
 
@@ -95,7 +95,8 @@ def make_built_dataset(root: Path | str, *, rows_per_split: int = 6, shards: int
                 out = root / "data" / c / f"{s}-{k:05d}-of-{shards:05d}.parquet"
                 out.parent.mkdir(parents=True, exist_ok=True)
                 ds.shard(num_shards=shards, index=k, contiguous=True).to_parquet(str(out))
-    (root / "README.md").write_text(card(configs), encoding="utf-8")
+    stats = f"Build{salt or ' (base)'}: {rows_per_split} rows per split in {shards} shard(s)."
+    (root / "README.md").write_text(card(configs, stats), encoding="utf-8")
     for a in range(assets):
         (root / "assets").mkdir(exist_ok=True)
         (root / "assets" / f"example_{a}.png").write_bytes(tiny_png(1000 + a, size=32))

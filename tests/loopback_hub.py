@@ -170,6 +170,8 @@ LFS_VERIFY = re.compile(r"^/__lfs-verify/(\w+)/([^/]+/[^/]+)$")
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    wbufsize = -1                    # headers and body leave in one write (no Nagle/delayed-ACK stalls)
+    disable_nagle_algorithm = True
     server: "_Server"
 
     def log_message(self, format, *args):  # silence the default stderr logging

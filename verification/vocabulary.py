@@ -164,24 +164,27 @@ def _plural(word: str) -> str:
 
 
 @lru_cache(maxsize=1)
-def phrase_table() -> tuple[tuple[tuple[str, ...], str], ...]:
-    """(token tuple, structure name), longest phrases first: the matcher takes the longest hit."""
+def phrase_table() -> dict[str, tuple[tuple[tuple[str, ...], str], ...]]:
+    """First token -> ((token tuple, structure name), …), longest phrases first: the matcher takes the longest hit."""
     rows: dict[tuple[str, ...], str] = {}
     for s in STRUCTURES:
         for syn in s.synonyms:
             tokens = tuple(syn.split())
             rows.setdefault(tokens, s.name)
             rows.setdefault((*tokens[:-1], _plural(tokens[-1])), s.name)
-    return tuple(sorted(rows.items(), key=lambda kv: -len(kv[0])))
+    table: dict[str, list[tuple[tuple[str, ...], str]]] = {}
+    for phrase, name in sorted(rows.items(), key=lambda kv: -len(kv[0])):
+        table.setdefault(phrase[0], []).append((phrase, name))
+    return {k: tuple(v) for k, v in table.items()}
 
 
 def find_phrases(tokens: list[str]) -> list[tuple[int, int, str]]:
     """Non-overlapping (start, end, structure name) of every vocabulary phrase in a token list."""
     out: list[tuple[int, int, str]] = []
-    i = 0
     table = phrase_table()
+    i = 0
     while i < len(tokens):
-        for phrase, name in table:
+        for phrase, name in table.get(tokens[i], ()):
             n = len(phrase)
             if tuple(tokens[i:i + n]) == phrase:
                 out.append((i, i + n, name))

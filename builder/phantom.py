@@ -72,7 +72,7 @@ def _grid(rng: np.random.Generator, storage: str) -> tuple[np.ndarray, tuple[np.
     return affine, (x[:, None, None], y[None, :, None], z[None, None, :] - table_offset)
 
 
-LESION_REACH = {"round": 1.0, "oval": 1.6, "lobulated": 1.15}  # furthest extent, in lesion radii
+LESION_REACH = {"round": 1.0, "oval": 1.6, "lobulated": 1.35}  # furthest extent, in lesion radii
 LESION_RIM_MM = 4.0  # liver kept around every lesion, so each lies wholly inside it
 LESION_GAP_MM = 6.0  # between lesions, so each is its own connected component
 
@@ -83,10 +83,12 @@ def _lesion_mask(rng: np.random.Generator, x, y, z, centre: tuple[float, float, 
         return _field(x, y, z, centre, (radius, radius, radius)) <= 1
     if kind == "oval":
         return _field(x, y, z, centre, (radius * 1.6, radius * 0.9, radius), angle=float(rng.uniform(0, math.pi))) <= 1
-    mask = _field(x, y, z, centre, (radius * 0.7,) * 3) <= 1  # lobulated: overlapping spheres around the centre
+    # Lobulated: three lobes around a small core, spaced so the outline stays visibly notched.
+    mask = _field(x, y, z, centre, (radius * 0.5,) * 3) <= 1
+    start = float(rng.uniform(0, 2 * math.pi))
     for k in range(3):
-        theta = float(rng.uniform(0, 2 * math.pi)) + k * 2 * math.pi / 3
-        lobe = (centre[0] + 0.6 * radius * math.cos(theta), centre[1] + 0.6 * radius * math.sin(theta), centre[2])
+        theta = start + k * 2 * math.pi / 3
+        lobe = (centre[0] + 0.8 * radius * math.cos(theta), centre[1] + 0.8 * radius * math.sin(theta), centre[2])
         mask |= _field(x, y, z, lobe, (radius * 0.55,) * 3) <= 1
     return mask
 
@@ -102,8 +104,8 @@ def _lesions(rng: np.random.Generator, x, y, z, liver: np.ndarray, spacing: tupl
     xs, ys, zs = x[:, 0, 0], y[0, :, 0], z[0, 0, :]
     placed: list[tuple[np.ndarray, float]] = []  # (centre, reach)
     out: list[tuple[np.ndarray, float]] = []
-    for i in range(n):
-        kind = ("round", "oval", "lobulated")[int(rng.integers(3 if i else 2))]
+    for _ in range(n):
+        kind = ("round", "oval", "lobulated")[int(rng.integers(3))]
         radius = float(rng.uniform(7.0, 18.0))
         attempts = 5
         for attempt in range(attempts):  # shrink until the lesion fits; the last try may leave the level

@@ -76,11 +76,11 @@ def kept_rows(built: Path, config: str, split: str) -> list[dict]:
 
 
 def chromium(url: str, tmp: Path, screenshot: Path | None = None) -> str:
-    """The DOM after the page's scripts ran (or a screenshot), from headless Chromium with no network."""
+    """The DOM after the page's scripts ran (and a screenshot), from headless Chromium with no network."""
     args = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
             "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-extensions",
             f"--user-data-dir={tmp / 'chromium-profile'}", "--virtual-time-budget=5000", "--window-size=1400,1100"]
-    args += [f"--screenshot={screenshot}"] if screenshot else ["--dump-dom"]
+    args += ["--dump-dom"] + ([f"--screenshot={screenshot}"] if screenshot else [])
     done = subprocess.run(args + [url], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout
@@ -153,11 +153,9 @@ def test_gallery_renders_in_chromium_and_filters(built, gallery, tmp_path):
     assert 0 < len(only_endo) < min(PAGE, len(train))
     assert sorted(only_endo) == sorted(r["id"] for r in endo)[:PAGE]
 
-    rejected = chromium(f"{base}#set=rejected&reason=wrong_side", tmp_path)
-    assert len(cards(rejected)) == 3 and "rejected: wrong_side" in rejected and "priors: wrong_side" in rejected
-
     shot = built / "preview-screenshot.png"
-    chromium(f"{base}#set=rejected", tmp_path, screenshot=shot)
+    rejected = chromium(f"{base}#set=rejected&reason=wrong_side", tmp_path, screenshot=shot)
+    assert len(cards(rejected)) == 3 and "rejected: wrong_side" in rejected and "priors: wrong_side" in rejected
     with Image.open(shot) as img:
         assert img.size == (1400, 1100) and len(np.unique(np.asarray(img.convert("RGB")).reshape(-1, 3), axis=0)) > 100  # not a blank page
     print(f"screenshot: {shot}")

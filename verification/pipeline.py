@@ -133,7 +133,7 @@ def run_verification(queries_dir: Path | str, out_dir: Path | str, settings: Ver
         if s.candidate is not None:
             index.add(s.candidate)
     records = verify(samples, settings, index, vlm)
-    report = VerificationReport(order=list(settings.order))
+    report = VerificationReport(order=list(settings.order), unreadable_candidates=index.load_errors)
     upstream = queries_dir / "rejected.jsonl"
     if upstream.is_file():
         report.upstream_rejected = sum(1 for line in upstream.open(encoding="utf-8") if line.strip())

@@ -18,6 +18,7 @@ class VerificationReport:
     by_query_type: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
     judge: dict[str, Any] = field(default_factory=dict)  # kind (vlm or evidence_check), model, thresholds
     upstream_rejected: int = 0  # queries the synthesis stage already refused (its own rejected.jsonl)
+    unreadable_candidates: list[str] = field(default_factory=list)  # candidates.jsonl lines that did not parse
     order: list[str] = field(default_factory=list)
 
     @property
@@ -48,7 +49,7 @@ class VerificationReport:
                 "order": self.order, "by_stage": {s: dict(self.by_stage[s]) for s in self.order if s in self.by_stage},
                 "by_reason": dict(self.by_reason.most_common()), "by_source": plain(self.by_source),
                 "by_query_type": plain(self.by_query_type), "judge": self.judge,
-                "upstream_rejected": self.upstream_rejected}
+                "upstream_rejected": self.upstream_rejected, "unreadable_candidates": self.unreadable_candidates}
 
     def markdown(self) -> str:
         judge = self.judge.get("kind")

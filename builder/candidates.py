@@ -30,6 +30,7 @@ from tqdm import tqdm
 from builder.config import BuildConfig, load_config
 from builder.cues import CueSettings, compute_cues, cues_to_dict
 from builder.io import atomic_write_bytes, atomic_write_json, png_bytes, read_jsonl, to_json, write_jsonl
+from builder.phantom import ensure_phantom
 from builder.records import Candidate, CaseError, CaseRef, ErrorRecord, Slice, Target, safe_name
 from builder.slicing import SliceSettings, slices_of
 from builder.sources import adapter_for
@@ -260,6 +261,8 @@ def _main(args: argparse.Namespace) -> int:
     if not args.config and not args.source:
         raise SystemExit("candidates: give --config FILE or --source FORMAT:PATH")
     config = load_config(args.config, args.source)
+    if (phantom := ensure_phantom(config, args.out)) is not None:
+        config.sources.append(phantom)
     report = run_candidates(config, args.out, workers=args.workers)
     print(to_json({k: report[k] for k in ("cases", "cases_failed", "slices", "targets", "errors",
                                           "errors_by_reason", "skipped_by_reason")}))

@@ -609,13 +609,27 @@ def verify_push(api, repo_id: str, root: Path, files: dict[str, LocalFile],
 
     # 3. Every config loads from the Hub and its first rows equal the local ones.
     for name, splits in configs.items():
-        remote_ds = retrier.call(f"load {name}", lambda: datasets.load_dataset(
-            repo_id, name, streaming=True, revision=sha, token=api.token))
+        try:
+            remote_ds = retrier.call(f"load {name}", lambda: datasets.load_dataset(
+                repo_id, name, streaming=True, revision=sha, token=api.token))
+        except Exception as e:  # noqa: BLE001 - any failure to open is a verification failure
+            if is_auth_error(e):
+                raise
+            problems.append(f"config '{name}': cannot be loaded from the Hub: {type(e).__name__}: {e}")
+            continue
         local_ds = datasets.load_dataset(str(root), name, streaming=True)
         if set(remote_ds) != set(local_ds):
             problems.append(f"config '{name}': splits on the Hub {sorted(remote_ds)} != local {sorted(local_ds)}")
         for split in sorted(set(remote_ds) & set(local_ds)):
-            rrows = retrier.call(f"read {name}/{split}", lambda: _first_rows(remote_ds[split], sample_rows))
+            try:
+                rrows = retrier.call(f"read {name}/{split}", lambda: _first_rows(remote_ds[split], sample_rows))
+            except Exception as e:  # noqa: BLE001
+                if is_auth_error(e):
+                    raise
+                problems.append(f"config '{name}' split '{split}': rows cannot be read from the Hub: "
+                                f"{type(e).__name__}: {e}")
+                out(f"verify: {name}/{split}: unreadable on the Hub")
+                continue
             lrows = _first_rows(local_ds[split], sample_rows)
             found = compare_rows(f"config '{name}' split '{split}'", rrows, lrows)
             problems += found

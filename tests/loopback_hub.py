@@ -106,6 +106,7 @@ class HubState:
         self.upload_fault_count: int | None = None   # None = every further upload
         self.hang_release = threading.Event()
         self.hanging = 0
+        self.serve_instead: dict[str, str] = {}   # resolve path -> path whose bytes are served (corruption)
 
     # ---- scripting -------------------------------------------------------------------------------
     def fail_next(self, pattern: str, status: int, count: int = 1, method: str | None = None,
@@ -122,6 +123,7 @@ class HubState:
         with self.lock:
             self.scripted.clear()
             self.upload_fault_after = None
+            self.serve_instead.clear()
             self.hang_release.set()
 
     def reset_counters(self) -> None:
@@ -607,6 +609,9 @@ class Handler(BaseHTTPRequestHandler):
         if entry is None:
             raise HubError(404, "Entry not found", code="EntryNotFound", headers={"X-Repo-Commit": commit.oid})
         data = self.state.file_bytes(repo, entry)
+        if path in self.state.serve_instead:       # scripted corruption: same size announced, other bytes
+            data = self.state.file_bytes(repo, commit.files[self.state.serve_instead[path]])
+            entry = FileEntry(len(data), entry.oid, entry.sha256)
         headers = {"X-Repo-Commit": commit.oid, "ETag": f'"{entry.oid}"', "Accept-Ranges": "bytes"}
         if entry.sha256:
             headers["X-Linked-Etag"] = f'"{entry.sha256}"'

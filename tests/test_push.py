@@ -30,6 +30,7 @@ OUTPUTS: list[str] = []     # every stdout/stderr of every client run, checked f
 @pytest.fixture(scope="module")
 def hub():
     with LoopbackHub() as h:
+        h.state.tree_page_size = 7      # every listing (push plan, HfFileSystem globbing) follows Link pages
         yield h
 
 
@@ -303,6 +304,51 @@ def test_rebuild_with_fewer_shards_leaves_no_stale_shard(hub, hf_home, builds, t
         assert old <= set(c.files), "a stale shard vanished before the last commit"
         assert c.files["README.md"].oid == old_card, "the card changed before the last commit"
     assert not old & set(chain[-1].files) and chain[-1].files["README.md"].oid != old_card
+
+
+def test_verification_reports_the_exact_mismatch(hub, hf_home, builds):
+    """The Hub serves other bytes for one shard (as a broken mirror would): the push finds nothing to upload,
+    but the verification streams the rows, names the config and split that fail, and exits 1."""
+    repo = "medground/corrupt"
+    build = builds["small"]
+    assert push(hub, hf_home, build, repo, "--no-verify").returncode == 0
+    hub.state.serve_instead["data/default/validation-00001-of-00002.parquet"] = \
+        "data/default/test-00001-of-00002.parquet"
+    try:
+        proc = push(hub, hf_home, build, repo)
+    finally:
+        hub.state.clear_faults()
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "nothing to upload" in proc.stdout and "VERIFY FAILED" in proc.stdout
+    assert "Traceback" not in proc.stderr
+    assert "config 'default' split 'validation': rows cannot be read from the Hub" in proc.stdout, proc.stdout
+    assert "verify: default/train: 6 row(s) compared, OK" in proc.stdout
+
+
+def test_row_comparison_names_row_and_column():
+    from builder.push import compare_rows
+    local = [{"id": "a", "bbox": [0.0, 1.0, 2.0, 3.0], "image": {"bytes": b"PNG1", "path": None}}]
+    remote = [{"id": "a", "bbox": [0.0, 1.0, 2.0, 3.5], "image": {"bytes": b"PNG2", "path": "x.png"}}]
+    problems = compare_rows("config 'CT' split 'test'", remote, local)
+    assert problems[0] == "config 'CT' split 'test' row 0 column 'bbox': Hub [0.0, 1.0, 2.0, 3.5] != local [0.0, 1.0, 2.0, 3.0]"
+    assert problems[1].startswith("config 'CT' split 'test' row 0 column 'image': Hub <4 bytes sha256 ")
+    same = [{"id": "a", "bbox": [0.0, 1.0, 2.0, 3.0], "image": {"bytes": b"PNG1", "path": "elsewhere.png"}}]
+    assert compare_rows("x", same, local) == []                    # image paths may differ, bytes may not
+    assert compare_rows("x", [], local) == ["x: 0 row(s) on the Hub, 1 locally in the sample"]
+
+
+def test_create_pr_leaves_main_untouched(hub, hf_home, builds):
+    repo = "medground/with-pr"
+    build = builds["small"]
+    proc = push(hub, hf_home, build, repo, "--create-pr")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    r = hub.state.repo(repo)
+    assert set(head(hub, repo)) == {".gitattributes"}
+    assert "refs/pr/1" in r.refs and "opened pull request" in proc.stdout
+    assert "verify OK: datasets/medground/with-pr@refs/pr/1" in proc.stdout
+    files = r.commits[r.refs["refs/pr/1"]].files
+    assert set(files) - {".gitattributes"} == {p.relative_to(build).as_posix() for p in build.rglob("*")
+                                               if p.is_file()}
 
 
 def test_no_token_in_any_output(hub):

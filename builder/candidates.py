@@ -197,7 +197,8 @@ def run_candidates(config: BuildConfig, out_dir: Path | str, *, workers: int | N
             atomic_write_bytes(out / rel, data)
         record = {"key": key, "source": result.source, "case_id": result.case_id, "slices": result.slices,
                   "candidates": result.candidates, "errors": result.errors, "skipped": result.skipped}
-        write_jsonl(path, [record])  # written after its PNGs: a present result means a complete case
+        if not any(e["reason"] == "internal_error" for e in result.errors):  # may be passing: retry next run
+            write_jsonl(path, [record])  # written after its PNGs: a present result means a complete case
         done[(ref.source.name, ref.case_id)] = record
         targets_total += len(result.candidates)
         bar.update(1)

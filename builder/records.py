@@ -12,6 +12,7 @@ Conventions (DESIGN.md), stated once here:
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,8 +29,14 @@ PLANES = ("axial", "coronal", "sagittal", "2d")
 
 
 def safe_name(text: str) -> str:
-    """An id component safe in file names and URLs; '__' separates components of composite ids."""
-    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-")
+    """An id component safe in file names and URLs. '__' separates components of composite ids, so a name
+    that had to be changed (other characters, '__', a leading or trailing '_') gets a short hash of the
+    original: distinct names never share an id ('case 1' and 'case-1' stay apart)."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", text)
+    cleaned = re.sub(r"_{2,}", "-", cleaned).strip("-_")
+    if cleaned == text:
+        return text
+    return f"{cleaned}-{hashlib.sha1(text.encode()).hexdigest()[:6]}"
 
 
 @dataclass(frozen=True)

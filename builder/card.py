@@ -115,6 +115,14 @@ def box_size_bins(rows: list[dict[str, Any]]) -> dict[str, int]:
     return {k: bins.get(k, 0) for k in ("<1%", "1–5%", "5–20%", "≥20%")}
 
 
+def body_of(markdown: str) -> str:
+    """A Markdown report without its own top heading (the card supplies the section heading)."""
+    lines = markdown.strip().splitlines()
+    if lines and lines[0].startswith("#"):
+        lines = lines[1:]
+    return "\n".join(lines).strip()
+
+
 def render_card(out_dir: Path, report: DatasetReport, rows: list[dict[str, Any]], *, repo: str, pretty_name: str,
                 demo: bool, verification_markdown: str, generation: dict[str, Any],
                 split_ratios: tuple[float, float, float]) -> str:
@@ -143,7 +151,7 @@ def render_card(out_dir: Path, report: DatasetReport, rows: list[dict[str, Any]]
         "split_ratios": "train/validation/test = " + "/".join(f"{r:g}" for r in split_ratios),
         "fields_table": table(["field", "type", "meaning"], field_rows),
         "sources_table": table(["source", "modality", "samples", "licence", "status"], source_rows),
-        "verification_report": verification_markdown.strip() or "No verification report.",
+        "verification_report": body_of(verification_markdown) or "No verification report.",
         "generation": table(["setting", "value"], gen_rows),
         "extra_limitations": "- This is synthetic demo data: anatomy is simplified and no finding is real.\n" if demo else "",
     }

@@ -191,3 +191,18 @@ def test_every_true_template_query_of_a_slice_with_twins_is_checked_against_each
 def test_candidate_record_round_trips(corpus):
     run, _ = corpus
     assert Candidate.from_dict(run.candidates[0]).to_dict() == run.candidates[0]
+
+
+def test_a_finding_label_is_not_its_organ_and_compound_objects_take_their_head_noun():
+    from verification.priors import label_matches
+    from verification.text import Mention
+
+    liver = Mention("liver", 0, 1)
+    assert not label_matches("liver_lesion", liver)  # "find the liver" must not fit a liver lesion
+    assert label_matches("liver_lesion", liver, as_part=True)  # but the slice's labels do name a liver
+    assert label_matches("liver_lesion", Mention("lesion", 0, 1)) and label_matches("polyp", Mention("lesion", 0, 1))
+    assert not label_matches("kidney_left", Mention("kidney", 0, 1, side="right"))
+    parsed = parse("the right kidney posterior to the liver lesion")
+    (relation,) = parsed.relations
+    assert (relation.kind, relation.other.structure) == ("posterior_to", "lesion")
+    assert parsed.related == {m.start for m in parsed.mentions[1:]}

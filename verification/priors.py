@@ -35,12 +35,18 @@ OPPOSITE = {"above": "below", "below": "above", "anterior_to": "posterior_to", "
             "right_of": "left_of", "patient_left_of": "patient_right_of", "patient_right_of": "patient_left_of"}
 
 
-def label_matches(label: str, mention: Mention) -> bool:
+def label_matches(label: str, mention: Mention, *, as_part: bool = False) -> bool:
     """Does a label denote the mentioned structure (and side, when the query gives one)?
-    "lesion" is the hypernym of every finding label (a polyp is a lesion)."""
+
+    "lesion" is the hypernym of every finding label (a polyp is a lesion). A finding label names its
+    organ only as its place: "liver" is not the region of ``liver_lesion`` unless ``as_part`` (when the
+    question is whether the slice's labels mention a liver at all)."""
     structures = structures_of_label(label)
-    hit = mention.structure in structures or (
-        mention.structure == "lesion" and any(BY_NAME[s].is_finding for s in structures))
+    finding_label = any(BY_NAME[s].is_finding for s in structures)
+    if mention.structure == "lesion":
+        hit = finding_label
+    else:
+        hit = mention.structure in structures and (as_part or finding_label == BY_NAME[mention.structure].is_finding)
     if not hit:
         return False
     named = side_in_name(label)
@@ -134,9 +140,9 @@ class PriorsStage:
             if not ok:
                 failures.append(("implausible_structure", {"structure": m.structure, "why": why}))
         for m in parsed.mentions:
-            if names_target(m, cand, related) or label_matches(cand.label, m):
+            if names_target(m, cand, related) or label_matches(cand.label, m, as_part=True):
                 continue
-            if not any(label_matches(label, m) for label in cand.labels_in_slice):
+            if not any(label_matches(label, m, as_part=True) for label in cand.labels_in_slice):
                 code = "unlabelled_finding" if BY_NAME[m.structure].is_finding else "unlabelled_structure"
                 failures.append((code, {"structure": m.structure, "side": m.side,
                                         "labels_in_slice": cand.labels_in_slice}))
@@ -154,6 +160,9 @@ def relation_failure(rel: RelationClaim, cand: Candidate, index: CandidateIndex,
     detail: dict[str, Any] = {"relation": rel.kind, "other": rel.other.structure, "side": rel.other.side}
     if rel.kind in ("medial_to", "lateral_to"):
         return "relation_unverifiable", {**detail, "why": "medial/lateral needs a midline the record lacks"}
+    if rel.kind == "inside" and label_matches(cand.label, rel.other, as_part=True) \
+            and not label_matches(cand.label, rel.other):
+        return None  # the label says so: a liver_lesion lies in the liver
     codes = {r.get("relation") for r in cand.cues.get("relations") or []
              if label_matches(str(r.get("other", "")), rel.other)}
     if codes & CUE_CODES.get(rel.kind, set()):

@@ -103,6 +103,7 @@ class ParsedQuery:
     claims: list[Claim] = field(default_factory=list)
     negated: list[Claim] = field(default_factory=list)  # words describing what the target is not
     contrasted: set[int] = field(default_factory=set)  # starts of mentions inside a contrast clause
+    neighbours: set[int] = field(default_factory=set)  # starts of mentions naming a relation's object
 
     def of(self, axis: str) -> list[Claim]:
         return [c for c in self.claims if c.axis == axis]
@@ -110,7 +111,7 @@ class ParsedQuery:
     @property
     def related(self) -> set[int]:
         """Start positions of mentions that do not name the target: relation objects and contrasts."""
-        return {r.other.start for r in self.relations} | self.contrasted
+        return self.neighbours | self.contrasted
 
 
 def _image_frame(tokens: list[str], i: int) -> bool:
@@ -170,6 +171,10 @@ def parse(text: str) -> ParsedQuery:
                 j += 1
             other = by_start.get(j) or side_index.get(j)
             if other is not None:
+                q.neighbours.add(other.start)
+                while other.end in by_start:  # "the liver lesion": the head noun is the last mention
+                    other = by_start[other.end]
+                    q.neighbours.add(other.start)
                 if not negated[i]:
                     q.relations.append(RelationClaim(kind, other))
                 for k in range(i, j):

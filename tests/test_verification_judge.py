@@ -73,6 +73,7 @@ ANSWERS = {
     "hotel": (Reply.json({"visible": "yes", "score": 3}), False, "judge_schema_violation"),
     "india": (Reply.client_error(400), False, "judge_http_4xx"),
     "juliet": (Reply.text("I'm sorry, I cannot help with that."), False, "judge_refusal"),
+    "kilo": (Reply.server_error(500), False, "judge_http_5xx"),  # transient: pending, retried by a rerun
 }
 
 
@@ -91,6 +92,7 @@ def test_vlm_judge_records_every_scripted_answer(fixture_run, tmp_path):
     for (word, (_, passed, reason)), record in zip(ANSWERS.items(), records):
         verdict = record["stages"][-1]
         assert (record["passed"], verdict["reason"]) == (passed, reason), word
+        assert record["pending"] == (word == "kilo"), word
         assert verdict["kind"] == "vlm" and verdict["model"] == "judge-model"
         assert record["judge"]["kind"] == "vlm"
     assert records[0]["judge"]["score"] == 0.9

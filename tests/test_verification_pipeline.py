@@ -31,6 +31,7 @@ def test_run_verification_writes_kept_rejected_and_report(queries_dir, tmp_path)
     rejected = list(read_jsonl(tmp_path / "rejected.jsonl"))
     total = sum(1 for line in open(queries_dir / "queries.jsonl") if line.strip())
     assert len(verified) + len(rejected) == report.total == total
+    assert report.pending == 0 and (tmp_path / "pending.jsonl").read_text() == ""  # no model, nothing pending
     assert report.passed == len(verified) > 0
     for row in verified:  # the final record fits its published schema
         assert schema_errors("sample.schema.json", row) == []

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from builder.vlm import VLMClient, VLMSettings
+from builder.vlm import Budget, VLMClient, VLMSettings
 from verification.context import CandidateIndex
 from verification.settings import JudgeSettings
 from verification.verdict import Sample, Verdict
@@ -83,16 +83,18 @@ class VLMJudge:
 
     name = STAGE
 
-    def __init__(self, settings: JudgeSettings, vlm: VLMSettings, index: CandidateIndex):
+    def __init__(self, settings: JudgeSettings, vlm: VLMSettings, index: CandidateIndex,
+                 budget: Budget | None = None):
         self.settings = settings
         self.vlm = vlm
         self.index = index
+        self.budget = budget
 
     def run(self, samples: list[Sample]) -> list[Verdict]:
         return asyncio.run(self._run(samples))
 
     async def _run(self, samples: list[Sample]) -> list[Verdict]:
-        async with VLMClient(self.vlm) as client:
+        async with VLMClient(self.vlm, budget=self.budget) as client:
             return list(await asyncio.gather(*(self._one(client, s) for s in samples)))
 
     async def _one(self, client: VLMClient, sample: Sample) -> Verdict:

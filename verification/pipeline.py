@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from builder.io import atomic_write_bytes, atomic_write_json, to_json
-from builder.vlm import VLMSettings
+from builder.vlm import Budget, VLMSettings
 from verification.ambiguity import AmbiguityStage
 from verification.context import CandidateIndex
 from verification.evidence import EvidenceJudge
@@ -32,8 +32,8 @@ log = logging.getLogger(__name__)
 RuleStage = Callable[[Sample], Verdict]
 
 
-def judge_for(settings: VerificationSettings, vlm: VLMSettings | None, index: CandidateIndex
-              ) -> EvidenceJudge | VLMJudge:
+def judge_for(settings: VerificationSettings, vlm: VLMSettings | None, index: CandidateIndex,
+              budget: Budget | None = None) -> EvidenceJudge | VLMJudge:
     """``auto`` uses the VLM when an endpoint model is configured, else the model-free evidence check."""
     mode = settings.judge.mode
     if settings.judge.model and vlm is not None:
@@ -42,18 +42,18 @@ def judge_for(settings: VerificationSettings, vlm: VLMSettings | None, index: Ca
     if mode == "vlm" and not has_model:
         raise ValueError("[verification.judge] mode = 'vlm' needs a model ([vlm] model or [verification.judge] model)")
     if mode == "vlm" or (mode == "auto" and has_model):
-        return VLMJudge(settings.judge, vlm, index)
+        return VLMJudge(settings.judge, vlm, index, budget)
     return EvidenceJudge(settings.evidence, index)
 
 
-def build_stages(settings: VerificationSettings, index: CandidateIndex, vlm: VLMSettings | None = None
-                 ) -> list[Any]:
+def build_stages(settings: VerificationSettings, index: CandidateIndex, vlm: VLMSettings | None = None,
+                 budget: Budget | None = None) -> list[Any]:
     makers = {
         "format": lambda: FormatStage(settings),
         "geometry": lambda: GeometryStage(settings, index),
         "priors": lambda: PriorsStage(settings, index),
         "ambiguity": lambda: AmbiguityStage(settings, index),
-        "judge": lambda: judge_for(settings, vlm, index),
+        "judge": lambda: judge_for(settings, vlm, index, budget),
     }
     return [makers[name]() for name in settings.order]
 
@@ -72,9 +72,10 @@ def _run_stage(stage: Any, samples: list[Sample]) -> list[Verdict]:
 
 
 def verify(samples: list[Sample], settings: VerificationSettings, index: CandidateIndex,
-           vlm: VLMSettings | None = None) -> list[dict[str, Any]]:
-    """One verification record per sample, in input order."""
-    stages = build_stages(settings, index, vlm)
+           vlm: VLMSettings | None = None, budget: Budget | None = None) -> list[dict[str, Any]]:
+    """One verification record per sample, in input order. ``pending`` marks a sample whose judge call
+    failed transiently (rate limit, 5xx, timeout, spent budget): not judged yet, to be retried by a rerun."""
+    stages = build_stages(settings, index, vlm, budget)
     results: list[list[Verdict]] = [[] for _ in samples]
     for stage in stages:
         alive = [i for i, s in enumerate(samples)
@@ -89,6 +90,7 @@ def verify(samples: list[Sample], settings: VerificationSettings, index: Candida
         ran = {v.stage for v in verdicts}
         records.append({
             "passed": not failed and len(verdicts) == len(stages),
+            "pending": bool(failed) and bool(failed[0].details.get("transient")),
             "rejected_by": failed[0].stage if failed else None,
             "reasons": [v.reason for v in failed],
             "stages": [v.to_dict() for v in verdicts],
@@ -118,10 +120,11 @@ def candidates_folder(queries_dir: Path, explicit: Path | None) -> Path | None:
 
 
 def run_verification(queries_dir: Path | str, out_dir: Path | str, settings: VerificationSettings | None = None,
-                     *, vlm: VLMSettings | None = None, candidates_dir: Path | str | None = None
-                     ) -> VerificationReport:
-    """Verify ``queries_dir/queries.jsonl``; write ``verified.jsonl``, ``rejected.jsonl``, ``report.json``
-    and ``report.md`` to ``out_dir``."""
+                     *, vlm: VLMSettings | None = None, candidates_dir: Path | str | None = None,
+                     budget: Budget | None = None) -> VerificationReport:
+    """Verify ``queries_dir/queries.jsonl``; write ``verified.jsonl``, ``rejected.jsonl``, ``pending.jsonl``
+    (judge calls that failed transiently; a rerun retries them, succeeded calls come from the cache),
+    ``report.json`` and ``report.md`` to ``out_dir``. Pass the query stage's ``budget`` to share its caps."""
     queries_dir, out_dir = Path(queries_dir), Path(out_dir)
     settings = settings or VerificationSettings()
     queries_file = queries_dir / "queries.jsonl"
@@ -132,12 +135,12 @@ def run_verification(queries_dir: Path | str, out_dir: Path | str, settings: Ver
     for s in samples:
         if s.candidate is not None:
             index.add(s.candidate)
-    records = verify(samples, settings, index, vlm)
+    records = verify(samples, settings, index, vlm, budget)
     report = VerificationReport(order=list(settings.order), unreadable_candidates=index.load_errors)
     upstream = queries_dir / "rejected.jsonl"
     if upstream.is_file():
         report.upstream_rejected = sum(1 for line in upstream.open(encoding="utf-8") if line.strip())
-    kept, refused = [], []
+    kept, refused, pending = [], [], []
     for sample, record in zip(samples, records):
         row = {"candidate": sample.data.get("candidate") if isinstance(sample.data, dict) else None,
                "query": sample.data.get("query") if isinstance(sample.data, dict) else None,
@@ -149,6 +152,8 @@ def run_verification(queries_dir: Path | str, out_dir: Path | str, settings: Ver
         report.add(sample.source, sample.query_type, record)
         if record["passed"]:
             kept.append(row)
+        elif record["pending"]:
+            pending.append(row)
         else:
             raw = sample.query.raw if sample.query is not None else None
             refused.append({**row, "line_no": sample.line_no, "reasons": record["reasons"],
@@ -159,6 +164,7 @@ def run_verification(queries_dir: Path | str, out_dir: Path | str, settings: Ver
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out_dir / "verified.jsonl", "".join(to_json(r) + "\n" for r in kept).encode("utf-8"))
     atomic_write_bytes(out_dir / "rejected.jsonl", "".join(to_json(r) + "\n" for r in refused).encode("utf-8"))
+    atomic_write_bytes(out_dir / "pending.jsonl", "".join(to_json(r) + "\n" for r in pending).encode("utf-8"))
     atomic_write_json(out_dir / "report.json", report.to_dict())
     atomic_write_bytes(out_dir / "report.md", report.markdown().encode("utf-8"))
     return report

@@ -12,6 +12,7 @@ from typing import Any
 class VerificationReport:
     total: int = 0
     passed: int = 0
+    pending: int = 0  # judge calls that failed transiently: neither kept nor rejected until a rerun
     by_stage: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))  # run/passed/rejected
     by_reason: Counter = field(default_factory=Counter)  # "stage/reason" of the rejecting stage
     by_source: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
@@ -23,17 +24,18 @@ class VerificationReport:
 
     @property
     def rejected(self) -> int:
-        return self.total - self.passed
+        return self.total - self.passed - self.pending
 
     def add(self, source: str, query_type: str, record: dict[str, Any]) -> None:
         self.total += 1
-        outcome = "passed" if record["passed"] else "rejected"
+        outcome = "passed" if record["passed"] else "pending" if record.get("pending") else "rejected"
         self.passed += record["passed"]
+        self.pending += outcome == "pending"
         for verdict in record["stages"]:
             counts = self.by_stage[verdict["stage"]]
             counts["run"] += 1
             counts["passed" if verdict["passed"] else "failed"] += 1
-        if record["rejected_by"]:
+        if record["rejected_by"] and outcome == "rejected":
             self.by_stage[record["rejected_by"]]["rejected"] += 1
             first = next(v for v in record["stages"] if not v["passed"])
             self.by_reason[f"{first['stage']}/{first['reason']}"] += 1
@@ -44,7 +46,7 @@ class VerificationReport:
     def to_dict(self) -> dict[str, Any]:
         def plain(table: dict[str, Counter]) -> dict[str, dict[str, int]]:
             return {k: dict(sorted(v.items())) for k, v in sorted(table.items())}
-        return {"total": self.total, "passed": self.passed, "rejected": self.rejected,
+        return {"total": self.total, "passed": self.passed, "rejected": self.rejected, "pending": self.pending,
                 "pass_rate": round(self.passed / self.total, 4) if self.total else None,
                 "order": self.order, "by_stage": {s: dict(self.by_stage[s]) for s in self.order if s in self.by_stage},
                 "by_reason": dict(self.by_reason.most_common()), "by_source": plain(self.by_source),
@@ -66,6 +68,8 @@ class VerificationReport:
             "their reasons are published alongside the data.",
             "",
         ]
+        if self.pending:
+            lines += [f"{self.pending} samples await a judge call that failed transiently (a rerun retries them).", ""]
         if self.upstream_rejected:
             lines += [f"Query synthesis had already refused {self.upstream_rejected} answers before verification.", ""]
         lines += ["| stage | checked | rejected |", "|---|---:|---:|"]

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from verification.vocabulary import find_phrases, tokenize
 
 SIDES = {"left": "left", "right": "right"}
-IMAGE_NOUNS = {"image", "frame", "picture", "screen", "field"}
+IMAGE_NOUNS = {"image", "frame", "picture", "screen", "field", "corner", "edge"}
 ROW_WORDS = {"upper": "upper", "top": "upper", "uppermost": "upper", "topmost": "upper",
              "lower": "lower", "bottom": "lower", "lowermost": "lower", "bottommost": "lower"}
 MIDDLE_WORDS = {"middle", "center", "centre", "centered", "centred"}

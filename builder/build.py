@@ -18,6 +18,7 @@ from typing import Any
 from builder.candidates import run_candidates
 from builder.card import render_card
 from builder.config import BuildConfig, load_config
+from builder.executors import Executor, add_arguments as add_executor_arguments
 from builder.dataset import DatasetSettings, sample_row, write_dataset
 from builder.io import atomic_write_json, read_jsonl, to_json
 from builder.phantom import ensure_phantom
@@ -69,16 +70,19 @@ def kept_records(verified_dir: Path) -> list[tuple[Candidate, Query, dict[str, A
 
 
 def run_build(config: BuildConfig, out: Path, *, workers: int | None = None, progress: bool = True,
-              repo: str = DEFAULT_REPO, queries_settings: QueriesSettings | None = None) -> int:
+              repo: str = DEFAULT_REPO, queries_settings: QueriesSettings | None = None,
+              executor: Executor | None = None) -> int:
+    """Verification runs on the driver with either executor: its rule stages cost a small fraction of
+    candidate extraction, and a single VLM judge client keeps its limits exact."""
     out.mkdir(parents=True, exist_ok=True)
     work = out / "work"
     phantom = ensure_phantom(config, work)
     demo = phantom is not None
     if demo:
         config.sources.append(phantom)
-    candidates = run_candidates(config, work / "candidates", workers=workers, progress=progress)
+    candidates = run_candidates(config, work / "candidates", workers=workers, progress=progress, executor=executor)
     settings = queries_settings or QueriesSettings.from_config(config, progress=progress)
-    queries = run_queries(work / "candidates", work / "queries", settings)
+    queries = run_queries(work / "candidates", work / "queries", settings, executor)
     if not queries.complete:
         log.warning("queries stopped at the budget with %d targets pending; rerun to finish", queries.pending)
         return EXIT_PENDING
@@ -103,7 +107,8 @@ def run_build(config: BuildConfig, out: Path, *, workers: int | None = None, pro
     shutil.copyfile(ROOT / "medground35k.py", out / "medground35k.py")
     atomic_write_json(out / "build.json", {
         "config": without_secrets(config.raw), "config_digest": config.digest(), "demo": demo,
-        "versions": library_versions(), "candidates": candidates, "queries": queries.to_dict(),
+        "versions": library_versions(), "candidates": candidates,
+        "queries": {k: v for k, v in queries.to_dict().items() if k != "elapsed_s"},  # same build, same bytes
         "verification": verification.to_dict(), "dataset": dataset.__dict__,
     })
     summary = {"cases": candidates["cases"], "case_errors": candidates["errors"], "targets": candidates["targets"],
@@ -120,9 +125,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="output folder (Hub repo layout + work/)")
     p.add_argument("--workers", type=int, help="worker processes for per-case stages (default: all cores)")
     p.add_argument("--repo", default=DEFAULT_REPO, help="Hub repo id named in the card")
+    p.add_argument("--max-requests", type=int, help="stop the query stage cleanly after this many VLM requests")
+    add_executor_arguments(p)
     p.set_defaults(func=_main)
 
 
 def _main(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    return run_build(config, args.out, workers=args.workers, repo=args.repo)
+    return run_build(config, args.out, workers=args.workers, repo=args.repo,
+                     queries_settings=QueriesSettings.from_config(config, max_requests=args.max_requests),
+                     executor=Executor.from_options(config, args.executor, args.ray_address))

@@ -48,6 +48,19 @@ def fixture_run(tmp_path_factory):
     return run
 
 
+@pytest.fixture(scope="session")
+def demo_build(tmp_path_factory):
+    """``python -m builder build --config configs/demo.toml`` once per session (what ``make build`` runs)."""
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("demo_build")
+    result = subprocess.run([sys.executable, "-m", "builder", "build", "--config", str(ROOT / "configs" / "demo.toml"),
+                             "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode in (0, 2), result.stderr[-3000:]
+    return out
+
+
 def of_source(candidates: list[dict], source: str) -> list[dict]:
     return [c for c in candidates if c["source"] == source]
 

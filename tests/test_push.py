@@ -150,6 +150,21 @@ def test_push_then_load_every_config_and_repush_is_a_no_op(hub, hf_home, builds)
     assert (st.uploads, st.commits, st.upload_requests) == (u1, c1, r1)
 
 
+def test_a_real_build_round_trips_through_the_hub(hub, hf_home, demo_build):
+    """The demo that `make build` makes, pushed and loaded back: every config's rows equal the local ones."""
+    repo = "medground/demo-end-to-end"
+    proc = push(hub, hf_home, demo_build, repo)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "verify OK" in proc.stdout
+    assert not any(path.startswith("work/") for path in head(hub, repo))
+    configs = sorted(p.name for p in (demo_build / "data").iterdir())
+    assert {"default", "multi_object", "ct"} <= set(configs)
+    both = load_both(hub, hf_home, repo, demo_build, configs)
+    for config in configs:
+        assert both[config]["remote"] == both[config]["local"], config
+        assert all(both[config]["remote"].values()), config
+
+
 def test_dry_run_lists_changes_and_touches_nothing(hub, hf_home, builds):
     u0, c0 = hub.state.uploads, hub.state.commits
     proc = push(hub, hf_home, builds["small"], "medground/dry", "--dry-run", dispatcher=True)

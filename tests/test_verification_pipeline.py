@@ -81,3 +81,24 @@ def test_settings_reject_unknown_keys_stages_and_modes():
         VerificationSettings.from_dict({"judge": {"mode": "oracle"}})
     s = VerificationSettings.from_dict({"min_mask_area": 4, "judge": {"min_score": 1}, "evidence": {"ring_px": 3}})
     assert (s.min_mask_area, s.judge.min_score, s.evidence.ring_px) == (4, 1.0, 3)
+
+
+def test_every_reason_code_in_the_code_is_documented():
+    """Reason codes are the product's vocabulary: each literal a stage can return has a glossary entry."""
+    import re
+    from pathlib import Path
+
+    from verification.reasons import REASONS
+
+    patterns = [r'failures\.append\(\("([a-z_]+)"', r'return "([a-z_]+)", \{', r'return \[\("([a-z_]+)"',
+                r'else \("([a-z_]+)"', r'Verdict\(STAGE, False, "([a-z_]+)"', r'reason = "([a-z_]+)"',
+                r'code = "([a-z_]+)" if .* else "([a-z_]+)"', r'\[\("([a-z_]+)", \{', r'"([a-z_]+)" if passed else "([a-z_]+)"']
+    found: set[str] = set()
+    for path in (Path(__file__).resolve().parents[1] / "verification").glob("*.py"):
+        text = path.read_text()
+        for pattern in patterns:
+            for match in re.findall(pattern, text):
+                found |= set(match) if isinstance(match, tuple) else {match}
+    found -= {"ok"}
+    assert not sorted(found - set(REASONS))
+    assert len(found) > 35, sorted(found)

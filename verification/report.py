@@ -7,6 +7,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from verification.reasons import meaning
+
 
 @dataclass
 class VerificationReport:
@@ -75,8 +77,9 @@ class VerificationReport:
         lines += ["| stage | checked | rejected |", "|---|---:|---:|"]
         lines += [f"| {s} | {self.by_stage[s]['run']} | {self.by_stage[s]['rejected']} |"
                   for s in self.order if s in self.by_stage]
-        lines += ["", "| reason (stage/code) | rejected |", "|---|---:|"]
-        lines += [f"| `{r}` | {n} |" for r, n in self.by_reason.most_common()] or ["| none | 0 |"]
+        lines += ["", "| reason (stage/code) | rejected | meaning |", "|---|---:|---|"]
+        lines += [f"| `{r}` | {n} | {meaning(r.split('/', 1)[-1])} |"
+                  for r, n in self.by_reason.most_common()] or ["| none | 0 | |"]
         for title, table in (("source", self.by_source), ("query type", self.by_query_type)):
             lines += ["", f"| {title} | samples | kept | rejected |", "|---|---:|---:|---:|"]
             lines += [f"| {k} | {v['total']} | {v['passed']} | {v['rejected']} |" for k, v in sorted(table.items())]

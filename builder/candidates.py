@@ -24,11 +24,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from tqdm import tqdm
 
 from builder.config import BuildConfig, load_config
-from builder.cues import CueSettings, compute_cues, cues_to_dict
+from builder.cues import CueSettings, compute_cues, cues_to_dict, slice_context
+from builder.executors import Executor, add_arguments as add_executor_arguments
 from builder.io import atomic_write_bytes, atomic_write_json, png_bytes, read_jsonl, to_json, write_jsonl
 from builder.phantom import ensure_phantom
 from builder.records import Candidate, CaseError, CaseRef, ErrorRecord, Slice, Target, safe_name
@@ -87,10 +87,10 @@ def slice_candidates(slice_: Slice, settings: CandidateSettings, result: CaseRes
         return
     image_path = f"images/{slice_.slice_id}.png"
     result.images[image_path] = png_bytes(slice_.image)
-    present = [slice_.case.label_names[int(v)] for v in np.unique(slice_.label_map)
-               if v != 0 and int(v) in slice_.case.label_names]
+    context = slice_context(slice_)
+    present = [slice_.case.label_names[i] for i in sorted(context.boxes) if i in slice_.case.label_names]
     for group in groups.values():
-        compute_cues(group, settings.cues)
+        compute_cues(group, settings.cues, context)
         for target in group:
             mask_path = f"masks/{target.target_id}.png"
             result.images[mask_path] = png_bytes(target.mask)
@@ -170,7 +170,7 @@ def default_workers(config: BuildConfig) -> int:
 
 
 def run_candidates(config: BuildConfig, out_dir: Path | str, *, workers: int | None = None,
-                   progress: bool = True) -> dict[str, Any]:
+                   progress: bool = True, executor: Executor | None = None) -> dict[str, Any]:
     """Extract candidates for every source of the config into ``out_dir``; returns the report."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -192,7 +192,10 @@ def run_candidates(config: BuildConfig, out_dir: Path | str, *, workers: int | N
     bar = tqdm(total=len(refs), initial=len(done), desc="candidates", unit="case", disable=not progress or None)
     job = _Job(settings)
     targets_total = sum(len(c["candidates"]) for c in done.values())
-    for (ref, path, key), result in zip(pending, _parallel_map(job, (p[0] for p in pending), min(workers, max(1, len(pending))))):
+    refs_to_run = [p[0] for p in pending]
+    results = (executor.ray().ordered_map(job, refs_to_run) if executor and executor.is_ray
+               else _parallel_map(job, refs_to_run, min(workers, max(1, len(pending)))))
+    for (ref, path, key), result in zip(pending, results):
         for rel, data in result.images.items():
             atomic_write_bytes(out / rel, data)
         record = {"key": key, "source": result.source, "case_id": result.case_id, "slices": result.slices,
@@ -255,6 +258,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="add a source (msd, nnunet, folder2d, samed2d, medsegbench); repeatable")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--workers", type=int, help="worker processes (default: [build].workers or all cores)")
+    add_executor_arguments(p)
     p.set_defaults(func=_main)
 
 
@@ -264,7 +268,8 @@ def _main(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.source)
     if (phantom := ensure_phantom(config, args.out)) is not None:
         config.sources.append(phantom)
-    report = run_candidates(config, args.out, workers=args.workers)
+    report = run_candidates(config, args.out, workers=args.workers,
+                            executor=Executor.from_options(config, args.executor, args.ray_address))
     print(to_json({k: report[k] for k in ("cases", "cases_failed", "slices", "targets", "errors",
                                           "errors_by_reason", "skipped_by_reason")}))
     return exit_status(report)

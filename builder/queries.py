@@ -22,6 +22,7 @@ from typing import Any
 from tqdm import tqdm
 
 from builder.config import BuildConfig, load_config
+from builder.executors import Executor
 from builder.io import atomic_write_json, read_jsonl, write_jsonl
 from builder.offline_writer import GENERATOR, TEMPLATE_VERSION, write_queries
 from builder.prompts import PROMPT_VERSION, build_messages, check_answer, response_schema
@@ -195,17 +196,20 @@ async def _one(client: VLMClient, candidates_dir: Path, c: Candidate, siblings: 
 
 
 async def _with_vlm(candidates_dir: Path, candidates: list[Candidate], settings: QueriesSettings,
-                    report: QueriesReport) -> dict[str, _Outcome]:
+                    report: QueriesReport, sibs: dict[str, list[Candidate]] | None = None,
+                    **client_kwargs: Any) -> dict[str, _Outcome]:
+    """``sibs`` and ``client_kwargs`` (cache, budget, limits) come from the Ray executor, which runs this
+    over one chunk of the targets with cluster-wide limits (builder.ray_executor)."""
     assert settings.vlm is not None
-    sibs = siblings_of(candidates)
-    budget = Budget(settings.max_requests, settings.max_cost, settings.vlm.prices)
+    sibs = siblings_of(candidates) if sibs is None else sibs
+    budget = client_kwargs.pop("budget", None) or Budget(settings.max_requests, settings.max_cost, settings.vlm.prices)
     outcomes: dict[str, _Outcome] = {}
     queue: asyncio.Queue[Candidate] = asyncio.Queue()
     for c in candidates:
         queue.put_nowait(c)
     bar = tqdm(total=len(candidates), unit="target", desc="queries", disable=not settings.progress or None,
                file=sys.stderr, mininterval=0.5)
-    async with VLMClient(settings.vlm, budget=budget) as client:
+    async with VLMClient(settings.vlm, budget=budget, **client_kwargs) as client:
         async def worker() -> None:
             while not queue.empty():
                 c = queue.get_nowait()
@@ -228,7 +232,8 @@ async def _with_vlm(candidates_dir: Path, candidates: list[Candidate], settings:
     return outcomes
 
 
-def run_queries(candidates_dir: Path | str, out_dir: Path | str, settings: QueriesSettings) -> QueriesReport:
+def run_queries(candidates_dir: Path | str, out_dir: Path | str, settings: QueriesSettings,
+                executor: Executor | None = None) -> QueriesReport:
     """Write queries for every candidate; returns the report (``report.complete`` is False when a budget
     cap left targets pending; a rerun finishes them, paying only for what is not yet cached)."""
     started = time.monotonic()
@@ -237,7 +242,9 @@ def run_queries(candidates_dir: Path | str, out_dir: Path | str, settings: Queri
     vlm = settings.vlm
     report = QueriesReport(generator=vlm.model if vlm else GENERATOR,
                            prompt_version=PROMPT_VERSION if vlm else TEMPLATE_VERSION, targets=len(candidates))
-    if vlm:
+    if vlm and executor is not None and executor.is_ray:
+        outcomes = executor.ray().query_outcomes(candidates_dir, candidates, settings, report)
+    elif vlm:
         outcomes = asyncio.run(_with_vlm(candidates_dir, candidates, settings, report))
     else:
         outcomes = _offline(candidates, settings)

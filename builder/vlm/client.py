@@ -302,7 +302,10 @@ def parse_json_answer(text: str) -> Any:
 class VLMClient:
     """One per event loop. ``async with VLMClient(settings) as client: await client.complete(...)``."""
 
-    def __init__(self, settings: VLMSettings, *, cache: ResponseCache | None = None, budget: Budget | None = None):
+    def __init__(self, settings: VLMSettings, *, cache: ResponseCache | None = None, budget: Budget | None = None,
+                 limits: tuple[Any, Any, Any] | None = None):
+        """``limits``: (concurrency slots, rpm bucket, tpm bucket) shared with other processes (see
+        ``builder.vlm.limits``); by default this client's own, which bound only this process."""
         if not settings.model:
             raise ValueError("[vlm] model is not set (or pass --model)")
         self.settings = settings
@@ -315,9 +318,9 @@ class VLMClient:
             timeout=settings.timeout_s, max_retries=0)
         self.cache = cache if cache is not None else ResponseCache(settings.cache)
         self.budget = budget or Budget(prices=settings.prices)
-        self._sem = asyncio.Semaphore(settings.concurrency)
-        self._rpm = TokenBucket(settings.rpm) if settings.rpm else None
-        self._tpm = TokenBucket(settings.tpm) if settings.tpm else None
+        self._sem, self._rpm, self._tpm = limits or (
+            asyncio.Semaphore(settings.concurrency), TokenBucket(settings.rpm) if settings.rpm else None,
+            TokenBucket(settings.tpm) if settings.tpm else None)
         self.stats: dict[tuple[str, str], StageStats] = {}
 
     async def __aenter__(self) -> VLMClient:

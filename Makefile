@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 CONFIG ?= configs/demo.toml
 OUT    ?= out/demo
 
-.PHONY: setup build candidates test bench clean push preview eval
+.PHONY: setup setup-ray build candidates test bench clean push preview eval
 
 setup: $(STAMP)
 
@@ -15,6 +15,13 @@ $(STAMP): requirements.lock requirements-test.lock pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.lock -r requirements-test.lock
 	touch $(STAMP)
+
+# The optional Ray executor (`--executor ray`); `setup` leaves it out.
+setup-ray: $(VENV)/.installed-ray
+
+$(VENV)/.installed-ray: $(STAMP) requirements-ray.lock
+	$(PY) -m pip install --quiet -r requirements-ray.lock
+	touch $@
 
 build: $(STAMP)
 	$(PY) -m builder build --config $(CONFIG) --out $(OUT)

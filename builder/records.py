@@ -39,6 +39,15 @@ def safe_name(text: str) -> str:
     return f"{cleaned}-{hashlib.sha1(text.encode()).hexdigest()[:6]}"
 
 
+def label_ids_present(label_map: np.ndarray) -> list[int]:
+    """Non-zero label ids in a label map; a bincount, much faster than np.unique on large images."""
+    if label_map.size == 0:
+        return []
+    if label_map.min() < 0:
+        return [int(v) for v in np.unique(label_map) if v != 0]
+    return [int(v) for v in np.flatnonzero(np.bincount(label_map.ravel())) if v != 0]
+
+
 @dataclass(frozen=True)
 class SourceSpec:
     """One ``[[sources]]`` entry of a build config (or a ``--source FORMAT:PATH``)."""

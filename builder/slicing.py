@@ -16,7 +16,7 @@ import numpy as np
 from scipy import ndimage
 
 from builder.anatomy import is_midline_structure
-from builder.records import Case, Slice
+from builder.records import Case, Slice, label_ids_present
 
 # CT windows (width, level) in HU.
 CT_WINDOWS: dict[str, tuple[float, float]] = {
@@ -189,7 +189,7 @@ def volume_slices(case: Case, settings: SliceSettings) -> Iterator[Slice]:
 
 def image_slice(case: Case) -> Slice:
     """A 2D case is its own single slice; its labels are every label present."""
-    present = tuple(int(v) for v in np.unique(case.label_map) if v != 0)
+    present = tuple(label_ids_present(case.label_map))
     directions = ("left", None) if case.orientation == "radiological" else None
     return Slice(case=case, plane="2d", index=0, image=case.image, label_map=case.label_map,
                  directions=directions, labels=present)

@@ -71,7 +71,7 @@ def test_target_ids_are_unique_and_files_exist(fixture_run):
 def _targets(label_map: np.ndarray, image: np.ndarray | None = None, modality: str = "endoscopy",
              names: dict[int, str] | None = None):
     """Run the real slice → targets → cues path on a synthetic 2D case; returns {label: [Target]}."""
-    from builder.cues import CueSettings, compute_cues
+    from builder.cues import CueSettings, compute_cues, slice_context
     from builder.records import Case
     from builder.slicing import image_slice
     from builder.sources.base import default_orientation
@@ -87,7 +87,7 @@ def _targets(label_map: np.ndarray, image: np.ndarray | None = None, modality: s
     groups = slice_targets(image_slice(case), TargetSettings(), Counter())
     out = {}
     for label_id, group in groups.items():
-        compute_cues(group, CueSettings())
+        compute_cues(group, CueSettings(), slice_context(group[0].slice))
         out[names[label_id]] = group
     return out
 
@@ -186,7 +186,7 @@ def test_order_words_need_a_clear_difference():
 
 def test_relations_for_a_radiological_2d_source_use_patient_sides():
     """A 2D source declared radiological may use patient sides; relation words follow the mirror."""
-    from builder.cues import CueSettings, compute_cues
+    from builder.cues import CueSettings, compute_cues, slice_context
     from builder.records import Case
     from builder.slicing import image_slice
     from builder.targets import TargetSettings, slice_targets
@@ -199,7 +199,7 @@ def test_relations_for_a_radiological_2d_source_use_patient_sides():
                 orientation="radiological")
     groups = slice_targets(image_slice(case), TargetSettings(), Counter())
     for g in groups.values():
-        compute_cues(g, CueSettings())
+        compute_cues(g, CueSettings(), slice_context(g[0].slice))
     a, b = groups[1][0], groups[2][0]
     assert a.cues.patient_side.word == "right" and b.cues.patient_side.word == "left"
     assert "patient_right_of" in {r.relation for r in a.cues.relations}

@@ -62,7 +62,7 @@ def test_totalseg_sides_in_every_slice_where_the_organs_appear():
     """Not only the selected slices: every axial slice holding the organ (largest instance of the liver,
     every instance of each kidney)."""
     from builder.config import load_config
-    from builder.cues import CueSettings, compute_cues
+    from builder.cues import CueSettings, compute_cues, slice_context
     from builder.slicing import SliceSettings, slices_of
     from builder.sources import adapter_for
     from builder.targets import TargetSettings, slice_targets
@@ -81,7 +81,7 @@ def test_totalseg_sides_in_every_slice_where_the_organs_appear():
             group = groups.get(ids[name])
             if not group:
                 continue
-            compute_cues(group, CueSettings())
+            compute_cues(group, CueSettings(), slice_context(group[0].slice))
             checked = group[:1] if which == "largest" else group
             for t in checked:
                 assert t.cues.patient_side.word == side, (name, s.index, t.cues.patient_side)

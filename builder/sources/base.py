@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from builder.anatomy import infer_body_region
-from builder.records import Case, CaseError, CaseRef, ErrorRecord, SourceSpec
+from builder.records import Case, CaseError, CaseRef, ErrorRecord, SourceSpec, label_ids_present
 
 # Modalities without a patient side: queries use image-relative words only.
 IMAGE_ONLY_MODALITIES = (
@@ -77,8 +77,7 @@ def default_orientation(modality: str, declared: str | None) -> str:
 
 def check_label_values(label_map: np.ndarray, names: dict[int, str], file: str) -> None:
     """Every non-zero value of the label map must be named; fail with the offending ids otherwise."""
-    present = np.unique(label_map)
-    unknown = [int(v) for v in present if v != 0 and int(v) not in names]
+    unknown = [v for v in label_ids_present(label_map) if v not in names]
     if unknown:
         raise CaseError("unknown_label", file,
                         f"label values {unknown} are not in the label map (known: {sorted(names)})")

@@ -275,8 +275,9 @@ def order_cues(me: Geometry, group: list[Geometry], s: Slice) -> tuple[Cue, ...]
     if s.plane == "sagittal":
         horizontal = (("the more anterior", "the most anterior"), ("the more posterior", "the most posterior"))
     elif s.directions is not None and s.directions[0] == "left":
-        horizontal = (("the one on the patient's right", "the rightmost (patient's right)"),
-                      ("the one on the patient's left", "the leftmost (patient's left)"))
+        # comparative, not absolute: of two lesions in the right lobe, one is still the more left-sided
+        horizontal = (("the more right-sided one", "the most right-sided one"),
+                      ("the more left-sided one", "the most left-sided one"))
     else:
         horizontal = (("the one on the left of the image", "the leftmost in the image"),
                       ("the one on the right of the image", "the rightmost in the image"))

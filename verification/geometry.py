@@ -14,7 +14,7 @@ from builder.anatomy import side_in_name
 from builder.records import Candidate
 from verification.context import CandidateIndex
 from verification.settings import VerificationSettings
-from verification.text import Claim, leaks
+from verification.text import Claim, leaks, parse
 from verification.verdict import Sample, Verdict, outcome
 from verification.vocabulary import structures_of_label
 
@@ -59,6 +59,8 @@ def order_words(cand: Candidate) -> list[str]:
                 w = f"{side}most"
         w = {"the upper": "uppermost", "the lower": "lowermost"}.get(w, w)
         out.append(w)
+        # the parser's own reading of the cue word ('the more right-sided one' -> 'rightmost')
+        out += [c.word for c in parse(w).claims if c.axis == "order" and c.word not in out]
     return out
 
 

@@ -75,7 +75,7 @@ def _query_chunk(candidates_dir: Path, chunk: list, siblings: dict, settings: An
 
 def query_outcomes(candidates_dir: Path, candidates: list, settings: Any, report: Any) -> dict[str, Any]:
     """The VLM query stage over chunks of targets on the cluster; merges each chunk's client counters
-    into ``report``. Budget caps, concurrency and rate limits hold for the whole run (one LimitsActor)."""
+    into ``report``. Budget caps, concurrency and rate limits hold for the whole run (one VLMGate)."""
     from builder.queries import siblings_of
     from builder.vlm.limits import ClusterVLM
 
@@ -101,7 +101,6 @@ def query_outcomes(candidates_dir: Path, candidates: list, settings: Any, report
             bar.update(len(chunk_outcomes))
     finally:
         bar.close()
-        cluster.shutdown()
     return outcomes
 
 

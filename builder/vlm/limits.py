@@ -2,17 +2,18 @@
 
 Why actors: a VLMClient's semaphore, token buckets and budget bound one process; with N Ray workers the
 endpoint would see N times the configured concurrency and rate, and a ``--max-requests`` cap would be
-N times too loose. One ``LimitsActor`` per run hands out concurrency slots, rpm/tpm tokens and budget
+N times too loose. One ``VLMGate`` actor hands out concurrency slots, rpm/tpm tokens and budget
 reservations to every worker's client, so the ``[vlm]`` numbers hold for the whole cluster.
 
-The response cache is one SQLite file owned by one ``CacheActor`` pinned to the driver's node: every
-worker reads and writes through it, so a call paid on any node is cached at once in the driver's file
+The same actor, pinned to the driver's node, owns the run's one connection to the SQLite response cache:
+every worker reads and writes through it, so a call paid on any node is cached at once in the driver's file
 (a rerun repeats none) and SQLite is never opened across a network filesystem, where WAL is unsafe.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 import uuid
 from typing import Any
@@ -27,16 +28,22 @@ LEASE_MARGIN_S = 30.0  # a slot held this long past the request timeout belonged
 
 
 @ray.remote(num_cpus=0)
-class LimitsActor:
-    """Concurrency slots (leased, so a killed worker's slots come back), rpm/tpm buckets and the budget."""
+class VLMGate:
+    """Concurrency slots (leased, so a killed worker's slots come back), rpm/tpm buckets, the run's budget
+    and the response cache. SQLite calls block the actor's loop for well under a millisecond."""
 
-    def __init__(self, concurrency: int, rpm: float | None, tpm: float | None, lease_s: float,
-                 max_requests: int | None, max_cost: float | None, prices: dict[str, Price]):
+    def __init__(self, concurrency: int, rpm: float | None, tpm: float | None, lease_s: float, cache: str):
         self.concurrency = concurrency
         self.lease_s = lease_s
         self.leases: dict[str, float] = {}  # lease id -> expiry (monotonic)
         self.freed = asyncio.Condition()
         self.buckets = {"rpm": TokenBucket(rpm) if rpm else None, "tpm": TokenBucket(tpm) if tpm else None}
+        self.budget = Budget()
+        self.cache = ResponseCache(cache)
+        self.peak = 0
+
+    async def begin(self, max_requests: int | None, max_cost: float | None, prices: dict[str, Price]) -> None:
+        """A new stage run: a fresh budget (limits and cache carry over)."""
         self.budget = Budget(max_requests, max_cost, prices)
         self.peak = 0
 
@@ -78,25 +85,14 @@ class LimitsActor:
     async def usage(self) -> dict[str, Any]:
         return {"requests": self.budget.requests, "cost_usd": self.budget.cost, "peak_slots": self.peak}
 
-
-@ray.remote(num_cpus=0)
-class CacheActor:
-    """The run's one connection to the response cache (a sync actor: calls are served one at a time)."""
-
-    def __init__(self, path: str):
-        self.cache = ResponseCache(path)
-
-    def get(self, key: str) -> tuple[str, dict[str, Any]] | None:
+    async def get(self, key: str) -> tuple[str, dict[str, Any]] | None:
         return self.cache.get(key)
 
-    def contains(self, key: str) -> bool:
+    async def contains(self, key: str) -> bool:
         return self.cache.contains(key)
 
-    def put(self, key: str, stage: str, model: str, kind: str, payload: dict[str, Any]) -> None:
+    async def put(self, key: str, stage: str, model: str, kind: str, payload: dict[str, Any]) -> None:
         self.cache.put(key, stage=stage, model=model, kind=kind, payload=payload)
-
-    def __len__(self) -> int:
-        return len(self.cache)
 
 
 class ClusterSlots:
@@ -142,7 +138,7 @@ class ClusterBudget(Budget):
 
 
 class ClusterCache:
-    """ResponseCache's interface over the CacheActor; ``put`` waits, so a paid answer is stored before use."""
+    """ResponseCache's interface over the gate; ``put`` waits, so a paid answer is stored before use."""
 
     def __init__(self, actor: Any):
         self.actor = actor
@@ -157,32 +153,33 @@ class ClusterCache:
         ray.get(self.actor.put.remote(key, **record))
 
     def close(self) -> None:
-        pass  # the actor owns the connection
+        pass  # the gate owns the connection
 
 
 class ClusterVLM:
-    """The actors of one stage run; picklable, so tasks receive it and build their clients' arguments."""
+    """The gate of one stage run; picklable, so tasks receive it and build their clients' arguments.
+
+    The gate is a named actor on the driver's node, one per endpoint, model, limits and cache file, kept
+    for the driver's lifetime: later runs of the same driver reuse it (a fresh budget each) instead of
+    paying an actor start-up again."""
 
     def __init__(self, settings: VLMSettings, max_requests: int | None = None, max_cost: float | None = None):
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-        name = f"medground-vlm-{uuid.uuid4().hex[:8]}"
-        self.limits = LimitsActor.options(name=f"{name}-limits", scheduling_strategy=here).remote(
-            settings.concurrency, settings.rpm, settings.tpm, settings.timeout_s + LEASE_MARGIN_S,
-            max_requests, max_cost, settings.prices)
-        self.cache = CacheActor.options(name=f"{name}-cache", scheduling_strategy=here).remote(settings.cache)
+        limits = (settings.base_url, settings.model, settings.concurrency, settings.rpm, settings.tpm,
+                  settings.timeout_s, settings.cache)
+        name = "medground-vlm-" + hashlib.sha256(repr(limits).encode()).hexdigest()[:16]
+        self.gate = VLMGate.options(name=name, get_if_exists=True, scheduling_strategy=here).remote(
+            settings.concurrency, settings.rpm, settings.tpm, settings.timeout_s + LEASE_MARGIN_S, settings.cache)
+        ray.get(self.gate.begin.remote(max_requests, max_cost, settings.prices))
         self.prices = settings.prices
         self.tpm, self.rpm = bool(settings.tpm), bool(settings.rpm)
 
     def client_kwargs(self) -> dict[str, Any]:
-        """``VLMClient(settings, **kwargs)`` inside a task: every limit and the cache go through the actors."""
-        limits = (ClusterSlots(self.limits), ClusterBucket(self.limits, "rpm") if self.rpm else None,
-                  ClusterBucket(self.limits, "tpm") if self.tpm else None)
-        return {"cache": ClusterCache(self.cache), "budget": ClusterBudget(self.limits, self.prices),
+        """``VLMClient(settings, **kwargs)`` inside a task: every limit and the cache go through the gate."""
+        limits = (ClusterSlots(self.gate), ClusterBucket(self.gate, "rpm") if self.rpm else None,
+                  ClusterBucket(self.gate, "tpm") if self.tpm else None)
+        return {"cache": ClusterCache(self.gate), "budget": ClusterBudget(self.gate, self.prices),
                 "limits": limits}
 
     def usage(self) -> dict[str, Any]:
-        return ray.get(self.limits.usage.remote())
-
-    def shutdown(self) -> None:
-        for actor in (self.limits, self.cache):
-            ray.kill(actor)
+        return ray.get(self.gate.usage.remote())

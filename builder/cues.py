@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
-from skimage.measure import regionprops
+from skimage.measure import perimeter as perimeter_of
 
 from builder.anatomy import display_name
 from builder.records import Cue, Cues, Relation, Slice, Target
@@ -231,11 +231,13 @@ def relations_of(target: Target, others: dict[int, tuple[slice, slice]], setting
 
 @dataclass(frozen=True)
 class Geometry:
-    """What the group ordering needs of each instance."""
+    """Moments of one instance: what ordering and the elongation cue need."""
 
     area: int
     row: float
     col: float
+    major: float  # axis lengths of the ellipse with the same second moments (as skimage's regionprops)
+    minor: float
 
 
 def order_cues(me: Geometry, group: list[Geometry], s: Slice) -> tuple[Cue, ...]:
@@ -305,8 +307,12 @@ def body_area(slice_: Slice) -> int:
 
 
 def geometry_of(target: Target) -> Geometry:
-    rows, cols = np.nonzero(target.mask)
-    return Geometry(target.area, float(rows.mean()), float(cols.mean()))
+    window = _crop(target, 0)
+    rows, cols = np.nonzero(target.mask[window])
+    rows, cols = rows + window[0].start, cols + window[1].start
+    cov = np.cov(np.stack([rows, cols]).astype(float), bias=True) if target.area > 1 else np.zeros((2, 2))
+    low, high = np.clip(np.linalg.eigvalsh(cov), 0, None)
+    return Geometry(target.area, float(rows.mean()), float(cols.mean()), 4 * math.sqrt(high), 4 * math.sqrt(low))
 
 
 @dataclass(frozen=True)
@@ -332,10 +338,8 @@ def compute_cues(group: list[Target], settings: CueSettings, context: SliceConte
     for i, target in enumerate(group):
         geo = geometries[i]
         window = _crop(target, 1)
-        props = regionprops(target.mask[window].astype(np.uint8))[0]
-        minor = max(props.axis_minor_length, 1.0)
-        elongation = float(props.axis_major_length / minor)
-        perimeter = max(float(props.perimeter), 1.0)
+        elongation = geo.major / max(geo.minor, 1.0)
+        perimeter = max(float(perimeter_of(target.mask[window])), 1.0)
         circularity = float(min(1.0, 4 * math.pi * target.area / perimeter**2))
         solidity = solidity_of(target.mask[window], target.area)
         fraction = target.area / float(target.mask.size)

@@ -24,6 +24,7 @@ from builder.io import atomic_write_json, read_jsonl, to_json
 from builder.phantom import ensure_phantom
 from builder.queries import EXIT_PENDING, QueriesSettings, run_queries
 from builder.records import Candidate, Query
+from builder.vlm import Budget
 from builder.splits import SplitSettings
 from verification.pipeline import run_verification
 from verification.settings import VerificationSettings
@@ -82,13 +83,18 @@ def run_build(config: BuildConfig, out: Path, *, workers: int | None = None, pro
         config.sources.append(phantom)
     candidates = run_candidates(config, work / "candidates", workers=workers, progress=progress, executor=executor)
     settings = queries_settings or QueriesSettings.from_config(config, progress=progress)
-    queries = run_queries(work / "candidates", work / "queries", settings, executor)
+    # One budget for query synthesis and the visual judge: --max-requests / --max-cost cap the build.
+    budget = Budget(settings.max_requests, settings.max_cost, settings.vlm.prices) if settings.vlm else None
+    queries = run_queries(work / "candidates", work / "queries", settings, executor, budget=budget)
     if not queries.complete:
         log.warning("queries stopped at the budget with %d targets pending; rerun to finish", queries.pending)
         return EXIT_PENDING
     verification = run_verification(work / "queries", work / "verified",
                                     VerificationSettings.from_dict(config.section("verification")), vlm=settings.vlm,
-                                    candidates_dir=work / "candidates")
+                                    candidates_dir=work / "candidates", budget=budget)
+    if verification.pending:
+        log.warning("the judge stopped at the budget with %d samples pending; rerun to finish", verification.pending)
+        return EXIT_PENDING
     records = kept_records(work / "verified")
     split_settings = SplitSettings.from_dict(config.section("splits"), config.seed)
     dataset = write_dataset(records, work / "candidates", out, DatasetSettings.from_dict(config.section("dataset")),
@@ -125,7 +131,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="output folder (Hub repo layout + work/)")
     p.add_argument("--workers", type=int, help="worker processes for per-case stages (default: all cores)")
     p.add_argument("--repo", default=DEFAULT_REPO, help="Hub repo id named in the card")
-    p.add_argument("--max-requests", type=int, help="stop the query stage cleanly after this many VLM requests")
+    p.add_argument("--max-requests", type=int, help="stop cleanly after this many VLM requests (queries and judge together); rerun to finish")
     add_executor_arguments(p)
     p.set_defaults(func=_main)
 

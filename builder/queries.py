@@ -233,9 +233,10 @@ async def _with_vlm(candidates_dir: Path, candidates: list[Candidate], settings:
 
 
 def run_queries(candidates_dir: Path | str, out_dir: Path | str, settings: QueriesSettings,
-                executor: Executor | None = None) -> QueriesReport:
+                executor: Executor | None = None, budget: Budget | None = None) -> QueriesReport:
     """Write queries for every candidate; returns the report (``report.complete`` is False when a budget
-    cap left targets pending; a rerun finishes them, paying only for what is not yet cached)."""
+    cap left targets pending; a rerun finishes them, paying only for what is not yet cached). ``budget``
+    lets the build share one cap with the visual judge (local executor; Ray has its cluster budget)."""
     started = time.monotonic()
     candidates_dir, out_dir = Path(candidates_dir).resolve(), Path(out_dir)
     candidates, bad = load_candidates(candidates_dir)
@@ -245,7 +246,7 @@ def run_queries(candidates_dir: Path | str, out_dir: Path | str, settings: Queri
     if vlm and executor is not None and executor.is_ray:
         outcomes = executor.ray().query_outcomes(candidates_dir, candidates, settings, report)
     elif vlm:
-        outcomes = asyncio.run(_with_vlm(candidates_dir, candidates, settings, report))
+        outcomes = asyncio.run(_with_vlm(candidates_dir, candidates, settings, report, budget=budget))
     else:
         outcomes = _offline(candidates, settings)
     queries = sorted((q for o in outcomes.values() for q in o.queries), key=lambda q: (q.target_id, q.index))

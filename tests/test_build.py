@@ -168,3 +168,63 @@ def test_card_yaml_header_parses_and_lists_every_config(demo):
     from PIL import Image
 
     Image.open(io.BytesIO((demo / "assets" / "box_sizes.png").read_bytes())).verify()
+
+
+def vlm_build_config(tmp_path: Path, base_url: str, cache: Path) -> Path:
+    """The kvasir fixture with queries written by a loopback VLM and judged by it too."""
+    path = tmp_path / "vlm.toml"
+    path.write_text(f"""[build]
+seed = 0
+workers = 1
+[vlm]
+model = "loop-vlm"
+base_url = "{base_url}"
+cache = "{cache}"
+concurrency = 4
+queries_per_target = 2
+timeout_s = 5
+backoff_base_s = 0.01
+backoff_max_s = 0.05
+[verification.judge]
+mode = "vlm"
+[[sources]]
+name = "kvasir_seg"
+format = "folder2d"
+path = "{FIXTURES / 'kvasir_seg'}"
+modality = "endoscopy"
+body_region = "colon"
+license = "Kvasir-SEG terms"
+labels = {{ 1 = "polyp" }}
+""")
+    return path
+
+
+@needs_fixtures
+def test_one_budget_caps_query_synthesis_and_the_judge_together(tmp_path):
+    from tests.loopback_openai import LoopbackOpenAI, Reply
+    from tests.queries_helpers import answer_queries
+
+    def handler(request):
+        if "could_refer_to_other" in request.text:  # the visual judge
+            return Reply.json({"visible": True, "box_matches": True, "could_refer_to_other": False,
+                               "score": 0.9, "reason": "the boxed polyp matches"})
+        return answer_queries(request)
+
+    with LoopbackOpenAI(handler=handler) as server:
+        config = vlm_build_config(tmp_path, server.base_url, tmp_path / "cache.sqlite")
+        targets = 6  # 6 polyps in the 5 kvasir frames
+        capped = build(config, tmp_path / "out", "--max-requests", str(targets + 3))
+        assert capped.returncode == 3, capped.stderr[-2000:]  # the judge ran out of budget: pending, rerun
+        assert server.count == targets + 3  # queries and judge together, never more than the cap
+        assert not (tmp_path / "out" / "data").exists()
+        paid = server.keys(status=200)
+        server.reset()
+        done = build(config, tmp_path / "out")
+        assert done.returncode in (0, 2), done.stderr[-2000:]
+        assert not (server.keys() & paid), "a successful call was paid twice"
+    from datasets import load_dataset
+
+    rows = load_dataset(str(tmp_path / "out"), split="train")
+    assert {r["generator"] for r in rows} == {"loop-vlm"}
+    assert all(any(s["kind"] == "vlm" and s["model"] == "loop-vlm" for s in r["verification"]["stages"])
+               for r in rows)

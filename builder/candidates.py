@@ -26,7 +26,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from builder.config import BuildConfig, load_config
+from builder.config import BuildConfig, load_config, reject_unknown
 from builder.cues import CueSettings, compute_cues, cues_to_dict, slice_context
 from builder.executors import Executor, add_arguments as add_executor_arguments
 from builder.io import atomic_write_bytes, atomic_write_json, png_bytes, read_jsonl, to_json, write_jsonl
@@ -49,6 +49,9 @@ class CandidateSettings:
     @classmethod
     def from_config(cls, config: BuildConfig) -> CandidateSettings:
         section = config.section("candidates")
+        reject_unknown("candidates", section, SliceSettings.__dataclass_fields__,
+                       TargetSettings.__dataclass_fields__, {"cues"})
+        reject_unknown("candidates.cues", section.get("cues", {}), CueSettings.__dataclass_fields__)
         return cls(SliceSettings.from_dict(section), TargetSettings.from_dict(section),
                    CueSettings.from_dict(section.get("cues", {})))
 

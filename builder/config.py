@@ -34,6 +34,14 @@ class BuildConfig:
         return hashlib.sha256(blob).hexdigest()[:12]
 
 
+def reject_unknown(section: str, data: dict[str, Any], *allowed: Any) -> None:
+    """A typo in a config key must fail loudly, not fall back to a default silently."""
+    known = set().union(*(set(a) for a in allowed))
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"[{section}] has unknown keys {unknown}; known: {', '.join(sorted(known))}")
+
+
 def source_spec(entry: dict[str, Any], base: Path) -> SourceSpec:
     missing = [k for k in ("name", "format", "path") if k not in entry]
     if missing:

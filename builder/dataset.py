@@ -16,6 +16,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from builder.config import reject_unknown
 from builder.records import Candidate, Query
 from builder.schema import FEATURES, bbox_1000, cues_row, modality_config_name
 from builder.splits import SPLITS, SplitSettings, assign_splits, group_key
@@ -30,6 +31,7 @@ class DatasetSettings:
 
     @classmethod
     def from_dict(cls, data: dict) -> DatasetSettings:
+        reject_unknown("dataset", data, cls.__dataclass_fields__, {"pretty_name"})
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 

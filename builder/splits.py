@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from builder.config import reject_unknown
 from builder.records import Candidate
 
 SPLITS = ("train", "validation", "test")
@@ -24,6 +25,7 @@ class SplitSettings:
 
     @classmethod
     def from_dict(cls, data: dict, seed: int = 0) -> SplitSettings:
+        reject_unknown("splits", data, cls.__dataclass_fields__)
         ratios = tuple(float(r) for r in data.get("ratios", cls.ratios))
         if len(ratios) != 3 or min(ratios) < 0 or abs(sum(ratios) - 1.0) > 1e-6:
             raise ValueError(f"[splits] ratios must be three non-negative numbers summing to 1, got {ratios}")

@@ -228,3 +228,21 @@ def test_one_budget_caps_query_synthesis_and_the_judge_together(tmp_path):
     assert {r["generator"] for r in rows} == {"loop-vlm"}
     assert all(any(s["kind"] == "vlm" and s["model"] == "loop-vlm" for s in r["verification"]["stages"])
                for r in rows)
+
+
+@pytest.mark.parametrize("section, text", [("candidates", "slices_per_structur = 3"), ("dataset", "max_shard_byte = 1"),
+                                           ("splits", "ratio = [0.8, 0.1, 0.1]")])
+def test_a_misspelt_config_key_fails_loudly(tmp_path, section, text):
+    from builder.candidates import CandidateSettings
+    from builder.config import load_config
+    from builder.dataset import DatasetSettings
+    from builder.splits import SplitSettings
+
+    path = tmp_path / "c.toml"
+    path.write_text(f"[{section}]\n{text}\n")
+    config = load_config(path)
+    parse = {"candidates": lambda: CandidateSettings.from_config(config),
+             "dataset": lambda: DatasetSettings.from_dict(config.section("dataset")),
+             "splits": lambda: SplitSettings.from_dict(config.section("splits"))}[section]
+    with pytest.raises(ValueError, match=text.split(" ")[0]):
+        parse()

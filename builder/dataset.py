@@ -8,7 +8,6 @@ same inputs give byte-identical shards.
 from __future__ import annotations
 
 import shutil
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -163,7 +162,3 @@ def write_dataset(records: list[tuple[Candidate, Query, dict[str, Any]]], candid
         groups[split] = {(s.row["source"], s.row["patient_id"] or s.row["case_id"]) for s in samples}
     report.groups_per_split = {s: len(g) for s, g in groups.items()}
     return report
-
-
-def counts_by(records: list[dict[str, Any]], key: str) -> dict[str, int]:
-    return dict(sorted(Counter(r[key] for r in records).items()))

@@ -25,7 +25,6 @@ BBox = tuple[float, float, float, float]
 # "radiological" (patient right on the image's left, anterior or superior up), or "image"
 # (a modality without patient sides: endoscopy, dermoscopy, microscopy; image-relative words only).
 ORIENTATIONS = ("unknown", "radiological", "image")
-PLANES = ("axial", "coronal", "sagittal", "2d")
 
 
 def safe_name(text: str) -> str:
@@ -170,17 +169,6 @@ class Cues:
     intensity: Cue  # contrast against a ring around the mask; "hyperdense", "hypointense", "brighter", …
     order: tuple[Cue, ...]  # ordinal words among same-label instances: "the larger", "the more superior"
     relations: tuple[Relation, ...]
-
-    def words(self) -> dict[str, Any]:
-        """The cue words only, as a query writer or a rule sees them."""
-        out: dict[str, Any] = {}
-        for name in ("size", "size_of_body", "size_rank", "shape", "grid", "patient_side", "vertical",
-                     "centrality", "intensity"):
-            cue = getattr(self, name)
-            out[name] = None if cue is None else cue.word
-        out["order"] = [c.word for c in self.order]
-        out["relations"] = [r.word for r in self.relations]
-        return out
 
 
 @dataclass

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from medground35k import FEATURES, KNOWN_MODALITIES, modality_config_name  # noqa: F401  (the one definition)
+from medground35k import FEATURES, modality_config_name  # noqa: F401  (re-exported: the one definition)
 
 FIELD_DOCS = {
     "id": "stable sample id: source, case, plane+slice, label, instance, query index",

@@ -7,10 +7,8 @@ import json
 import subprocess
 import sys
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 from scipy import ndimage
 

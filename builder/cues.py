@@ -120,14 +120,17 @@ def intensity_cue(target: Target, grey: np.ndarray, settings: CueSettings) -> Cu
 def patient_side_cue(target: Target, settings: CueSettings) -> Cue | None:
     """Share of the target on the patient's left (value) and the side word; None where sides are unknown."""
     s = target.slice
-    rows, cols = np.nonzero(target.mask)
-    if s.pixel_to_world is not None and s.midline_x is not None:
+    known = s.pixel_to_world is not None and s.midline_x is not None
+    if not known and s.case.orientation != "radiological":
+        return None
+    window = _crop(target, 0)
+    rows, cols = np.nonzero(target.mask[window])
+    rows, cols = rows + window[0].start, cols + window[1].start
+    if known:
         world_x = s.pixel_to_world[0, 0] * cols + s.pixel_to_world[0, 1] * rows + s.pixel_to_world[0, 2]
         left_share = float(np.mean(world_x < s.midline_x))  # RAS+: smaller x is further to the patient's left
-    elif s.case.orientation == "radiological":
-        left_share = float(np.mean(cols + 0.5 > s.width / 2))  # patient's left is on the image's right
-    else:
-        return None
+    else:  # declared radiological 2D image: the patient's left is on the image's right
+        left_share = float(np.mean(cols + 0.5 > s.width / 2))
     if left_share >= settings.side_majority:
         return Cue(round(left_share, 3), "left")
     if left_share <= 1 - settings.side_majority:

@@ -41,10 +41,10 @@ class Sample:
     row: dict[str, Any]
     image_path: Path
     mask_path: Path
+    size: int = field(init=False)  # estimated bytes in a shard, for sizing shards and row groups
 
-    @property
-    def size(self) -> int:
-        return self.image_path.stat().st_size + self.mask_path.stat().st_size + 2048
+    def __post_init__(self) -> None:
+        self.size = self.image_path.stat().st_size + self.mask_path.stat().st_size + 2048
 
 
 @dataclass
